@@ -1,0 +1,44 @@
+"""Named limits and tunables, with the reason for each default.
+
+Every limit that a user can change has a server flag of the same name; these are the
+defaults. They are chosen so that a well-behaved client never meets them, while one
+misbehaving client cannot take memory or time from the others.
+"""
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 12345
+
+# Longest line (in bytes, without its line ending) the server accepts. Chat lines are
+# short; 4 KiB leaves room for pasted text while bounding what one connection's partial
+# input can hold: the framer never buffers more than this (plus a trailing "\r").
+MAX_LINE = 4096
+
+# Bytes that may wait in the server for one slow reader before it is dropped ("SendQ
+# exceeded"). 1 MiB is about 20,000 typical chat lines: far more than a live client ever
+# lags, small enough that 10,000 stuck clients could not exhaust the machine.
+MAX_SENDQ = 1024 * 1024
+
+# Connections served at once. Each idle connection costs a few KiB, so 10,000 is well
+# within one process's memory while keeping the file-descriptor need under common limits.
+MAX_CLIENTS = 10_000
+
+# Bytes asked of the kernel per recv. Large enough to take a burst of pipelined lines in
+# one call (fewer system calls and greenlet switches); the buffer is released right away.
+RECV_SIZE = 64 * 1024
+
+# Nicknames and room names: short enough for one screen line, long enough for real names.
+MAX_NICK = 32
+MAX_ROOM = 32
+DEFAULT_ROOM = "lobby"
+
+# /who packs at most this many names in one reply line, so that a crowded room's reply
+# stays far below MAX_LINE for any client that applies the same limit.
+WHO_NAMES_PER_LINE = 50
+
+# Seconds that a stop (SIGINT/SIGTERM) waits for pending output to reach the clients
+# before closing their sockets anyway. The contract promises an exit within 10 s.
+SHUTDOWN_TIMEOUT = 5.0
+
+# Seconds that a leaving client's last replies may take to be written before its socket
+# is closed regardless (a client that says "exit" and then stops reading).
+QUIT_FLUSH_TIMEOUT = 2.0
