@@ -78,7 +78,7 @@ class LineFramer:
     arrives, so memory for partial input stays bounded however the bytes come.
     """
 
-    __slots__ = ("max_line", "_partial", "_discarding", "_discarded")
+    __slots__ = ("max_line", "_partial", "_discarding", "_discarded", "_discarded_cr")
 
     def __init__(self, max_line: int = limits.MAX_LINE) -> None:
         if max_line < 1:
@@ -87,6 +87,7 @@ class LineFramer:
         self._partial = bytearray()  # the unfinished line, at most max_line + 1 bytes
         self._discarding = False  # inside a line already known to be too long
         self._discarded = 0  # bytes of that line seen so far
+        self._discarded_cr = False  # the last of them was "\r" (not counted if "\n" follows)
 
     @property
     def buffered(self) -> int:
@@ -103,9 +104,12 @@ class LineFramer:
         if self._discarding:
             newline = data.find(b"\n")
             if newline < 0:
-                self._discarded += len(data)
+                if data:
+                    self._discarded += len(data)
+                    self._discarded_cr = data[-1] == 13
                 return events
-            events.append(LineTooLong(self._discarded + newline))
+            cr = data[newline - 1] == 13 if newline else self._discarded_cr
+            events.append(LineTooLong(self._discarded + newline - cr))
             self._discarding = False
             data = data[newline + 1 :]
         elif self._partial:
@@ -136,6 +140,7 @@ class LineFramer:
             self._partial.clear()
             self._discarding = True
             self._discarded = size
+            self._discarded_cr = data[-1] == 13
         else:
             self._partial += data
 

@@ -1,0 +1,328 @@
+"""The terminal client: ``python -m geventchat.client`` (console script ``geventchat``).
+
+Two modes, chosen by what stdin and stdout are:
+
+* **Terminal** (both are terminals): a prompt_toolkit prompt with history, Tab completion
+  and coloured nicknames; incoming lines are printed above the input line without
+  breaking what is being typed. See :mod:`geventchat.client_ui`.
+* **Pipe** (otherwise): plain lines in from stdin, plain lines out, no prompt, no colour,
+  each received line flushed at once, so scripts can drive it.
+
+Why no gevent here: prompt_toolkit runs on asyncio, and gevent's monkey patching would
+replace the very socket, select and threading primitives that asyncio's event loop and
+prompt_toolkit's input handling rely on; without patching, a gevent hub and an asyncio
+loop cannot both block in one thread. So the terminal mode runs its network side as an
+asyncio task in prompt_toolkit's own event loop (one thread, no locks, no cross-thread
+calls), and the pipe mode needs no library at all: one ``selectors`` loop over stdin and
+the socket, which keeps the order of the printed lines exact.
+
+Whatever mode, every received line goes through :func:`geventchat.protocol.terminal_safe`
+before it is shown: no escape sequence, C0/C1 control or bidi override from the network
+ever reaches the terminal.
+
+Exit status: 0 after ``exit``/``/quit``/end of input/Ctrl-C/Ctrl-D, 1 when the server
+closed the connection first, 2 when it cannot connect (or a bad flag).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import selectors
+import socket
+import sys
+import time
+from typing import BinaryIO
+
+from . import limits, protocol
+
+CONNECTED = "Connected to chat server at {host}:{port}. Type 'exit' to leave."
+DISCONNECTED = "Disconnected from server"
+CLOSED_BY_SERVER = "Connection closed by server"
+
+EXIT_OK = 0
+EXIT_CLOSED = 1
+EXIT_CONNECT = 2
+
+# The longest line taken from the server. Its lines are at most --max-line plus a
+# nickname; this leaves room for any sane configuration while bounding memory.
+MAX_SERVER_LINE = 64 * 1024
+RECV_SIZE = 64 * 1024
+CONNECT_TIMEOUT = 10.0
+# After sending "exit": how long to wait for the server to close the connection, so that
+# lines already on their way are still shown.
+LEAVE_TIMEOUT = 2.0
+# Pipe mode stops reading stdin while this much is waiting to be sent.
+SEND_HIGH_WATER = 256 * 1024
+
+
+class ConnectError(Exception):
+    """The connection could not be made; the message is the one line to show."""
+
+
+# ------------------------------------------------------------------------- arguments
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, not {port}")
+    return port
+
+
+def _nick(value: str) -> str:
+    if not protocol.valid_nick(value):
+        raise argparse.ArgumentTypeError(
+            f"invalid nickname {value!r} (1 to {limits.MAX_NICK} letters, digits or _-[]{{}}|^)"
+        )
+    return value
+
+
+def _room(value: str) -> str:
+    if not protocol.valid_room(value):
+        raise argparse.ArgumentTypeError(
+            f"invalid room {value!r} (1 to {limits.MAX_ROOM} letters, digits or _-#.)"
+        )
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geventchat",
+        description="Terminal client for the geventchat server. In a terminal: an input line "
+        "with history (up arrow) and Tab completion of /commands and nicknames. With stdin "
+        "or stdout not a terminal: plain lines in and out, for scripts.",
+        epilog="Type 'exit' (or /quit, Ctrl-D, Ctrl-C) to leave. Exit status: 0 after leaving, "
+        "1 if the server closed the connection, 2 if it cannot connect.",
+    )
+    parser.add_argument("--host", default=limits.DEFAULT_HOST, help="server address (default %(default)s)")
+    parser.add_argument("--port", type=_port, default=limits.DEFAULT_PORT, help="server port (default %(default)s)")
+    parser.add_argument("--nick", type=_nick, help="set this nickname on connect (/nick NAME)")
+    parser.add_argument("--room", type=_room, help="enter this room on connect (/join ROOM)")
+    return parser
+
+
+# ------------------------------------------------------------------------- connecting
+
+
+def connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
+    """A connected, blocking socket, or ConnectError with one line saying why."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except (OSError, OverflowError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise ConnectError(f"Error: cannot connect to {host}:{port}: {reason}") from None
+    sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def greeting_lines(nick: str | None, room: str | None) -> bytes:
+    """What the client sends right after connecting for --nick and --room."""
+    out = b""
+    if nick:
+        out += f"/nick {nick}\n".encode("ascii")
+    if room:
+        out += f"/join {room}\n".encode("ascii")
+    return out
+
+
+def is_leave(line: str) -> bool:
+    """True for a line after which the server closes the connection (exit, /quit)."""
+    return isinstance(protocol.parse_line(line), protocol.Quit)
+
+
+def show_text(event: protocol.FramerEvent) -> str:
+    """A received line as plain text that is safe for a terminal."""
+    if isinstance(event, protocol.LineTooLong):
+        return f"*** (a line of {event.size} bytes from the server was too long to show)"
+    return protocol.terminal_safe(event)
+
+
+# -------------------------------------------------------------------------- pipe mode
+
+
+class _Printer:
+    """Writes plain lines to a binary stream, flushed at once; quiet once stdout is gone."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.broken = False
+
+    def lines(self, texts: list[str]) -> None:
+        if self.broken or not texts:
+            return
+        try:
+            self.out.write("".join(text + "\n" for text in texts).encode("utf-8", "replace"))
+            self.out.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            self.broken = True
+
+
+def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: bytes = b"") -> int:
+    """Plain lines from stdin_fd to the server and from the server to out.
+
+    One thread, one selector: the order of what is printed is the order it arrived, and
+    the last line (``Disconnected from server`` or ``Connection closed by server``) comes
+    after every line received before it.
+    """
+    printer = _Printer(out)
+    framer = protocol.LineFramer(MAX_SERVER_LINE)
+    outbuf = bytearray(first)  # bytes waiting to be sent
+    pending_input = bytearray()  # an unfinished line from stdin
+    stdin_open = stdin_fd is not None
+    leave_deadline: float | None = None  # set once "exit" is queued
+
+    def queue_input(data: bytes, at_eof: bool) -> None:
+        nonlocal leave_deadline
+        pending_input.extend(data)
+        lines = pending_input.split(b"\n")
+        rest = lines.pop()
+        pending_input[:] = rest
+        if at_eof and rest:
+            lines.append(bytes(rest))
+            pending_input.clear()
+        for raw in lines:
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            text = raw.decode("utf-8", "replace")
+            if not text.strip():
+                continue
+            outbuf.extend(raw + b"\n")
+            if is_leave(text):
+                leave_deadline = time.monotonic() + LEAVE_TIMEOUT
+                return
+        if at_eof:
+            outbuf.extend(b"exit\n")
+            leave_deadline = time.monotonic() + LEAVE_TIMEOUT
+
+    def server_gone() -> int:
+        if framer.in_line:  # a last line without its "\n"
+            printer.lines([show_text(e) for e in framer.receive_data(b"\n")])
+        if leave_deadline is not None:
+            printer.lines([DISCONNECTED])
+            return EXIT_OK
+        printer.lines([CLOSED_BY_SERVER])
+        return EXIT_CLOSED
+
+    sock.setblocking(False)
+    selector = selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.SelectSelector()
+    stdin_registered = False
+    try:
+        selector.register(sock, selectors.EVENT_READ)
+        if not stdin_open:
+            queue_input(b"", at_eof=True)
+        while True:
+            # Read stdin only while not leaving and not too much is waiting to be sent.
+            want_stdin = stdin_open and leave_deadline is None and len(outbuf) < SEND_HIGH_WATER
+            if want_stdin != stdin_registered:
+                if want_stdin:
+                    try:
+                        selector.register(stdin_fd, selectors.EVENT_READ)  # type: ignore[arg-type]
+                    except (OSError, ValueError):  # not pollable: behave as end of input
+                        stdin_open = want_stdin = False
+                        queue_input(b"", at_eof=True)
+                else:
+                    selector.unregister(stdin_fd)  # type: ignore[arg-type]
+                stdin_registered = want_stdin
+            selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if outbuf else 0))
+            timeout = None
+            if leave_deadline is not None:
+                timeout = leave_deadline - time.monotonic()
+                if timeout <= 0:
+                    printer.lines([DISCONNECTED])
+                    return EXIT_OK
+            for key, mask in selector.select(timeout):
+                if key.fileobj is sock:
+                    if mask & selectors.EVENT_READ:
+                        try:
+                            data = sock.recv(RECV_SIZE)
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except OSError:
+                            data = b""
+                        if not data:
+                            return server_gone()
+                        printer.lines([show_text(e) for e in framer.receive_data(data)])
+                    if mask & selectors.EVENT_WRITE and outbuf:
+                        try:
+                            sent = sock.send(outbuf)
+                        except (BlockingIOError, InterruptedError):
+                            continue
+                        except OSError:
+                            return server_gone()
+                        del outbuf[:sent]
+                elif stdin_registered:
+                    try:
+                        data = os.read(stdin_fd, RECV_SIZE)  # type: ignore[arg-type]
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in (errno.EIO, errno.EBADF):
+                            raise
+                        data = b""
+                    if not data:
+                        stdin_open = False
+                    queue_input(data, at_eof=not data)
+    finally:
+        selector.close()
+
+
+# -------------------------------------------------------------------------------- main
+
+
+def _stdin_fd() -> int | None:
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def is_interactive() -> bool:
+    """Terminal mode needs a terminal on both sides; anything else is pipe mode."""
+    try:
+        return bool(sys.stdin and sys.stdin.isatty() and sys.stdout and sys.stdout.isatty())
+    except (OSError, ValueError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sock = connect(args.host, args.port)
+    except ConnectError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONNECT
+    first = greeting_lines(args.nick, args.room)
+    try:
+        print(CONNECTED.format(host=args.host, port=args.port), flush=True)
+        if is_interactive():
+            from .client_ui import run_terminal  # prompt_toolkit only when it is needed
+
+            return run_terminal(sock, first)
+        try:
+            return run_pipe(sock, _stdin_fd(), sys.stdout.buffer, first)
+        except KeyboardInterrupt:
+            try:
+                sock.send(b"exit\n")
+            except OSError:
+                pass
+            print(DISCONNECTED, flush=True)
+            return EXIT_OK
+    except BrokenPipeError:
+        # stdout went away (``| head``): nothing more can be shown; stop quietly.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

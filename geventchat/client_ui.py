@@ -1,0 +1,301 @@
+"""Terminal mode of the client: a prompt_toolkit input line with the chat scrolling above.
+
+The network side is an asyncio task in prompt_toolkit's own event loop (see
+:mod:`geventchat.client` for why not gevent or a thread). Received lines are printed
+above the prompt inside :func:`prompt_toolkit.application.in_terminal`, which erases the
+input line, prints, and draws it again exactly as it was, so whatever is being typed is
+never broken. Each received chunk is printed in one go, in order.
+
+Safety: formatted text is only ever built from :func:`geventchat.protocol.terminal_safe`
+text, and the styles are fixed class names or colours from a fixed palette (never
+derived from received text), so nothing from the network can become a control
+sequence, a style or markup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+import zlib
+from typing import Iterable
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.application import in_terminal
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
+from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.output import Output
+from prompt_toolkit.renderer import print_formatted_text as render_formatted_text
+from prompt_toolkit.styles import Style
+
+from . import protocol
+from .client import (
+    CLOSED_BY_SERVER,
+    DISCONNECTED,
+    EXIT_CLOSED,
+    EXIT_OK,
+    LEAVE_TIMEOUT,
+    MAX_SERVER_LINE,
+    RECV_SIZE,
+    is_leave,
+    show_text,
+)
+
+STYLE = Style.from_dict(
+    {
+        "time": "#888888",
+        "notice": "ansicyan",
+        "error": "ansired bold",
+        "action": "italic",
+        "private": "ansimagenta bold",
+        "private.text": "bold",
+        "other": "",
+        "prompt": "bold",
+    }
+)
+
+# Nicknames get one of these, by a stable hash of the folded name: the same nick has the
+# same colour on every line and in every run. Red is kept for errors.
+NICK_COLOURS = (
+    "ansigreen",
+    "ansiyellow",
+    "ansiblue",
+    "ansimagenta",
+    "ansicyan",
+    "ansibrightgreen",
+    "ansibrightyellow",
+    "ansibrightblue",
+    "ansibrightmagenta",
+    "ansibrightcyan",
+)
+
+
+def nick_style(nick: str) -> str:
+    """The style of a nickname: a palette colour chosen by a stable hash (crc32)."""
+    colour = NICK_COLOURS[zlib.crc32(protocol.fold(nick).encode("utf-8", "replace")) % len(NICK_COLOURS)]
+    return f"{colour} bold"
+
+
+def format_line(text: str, now: float | None = None) -> StyleAndTextTuples:
+    """Formatted text for one received line; ``text`` is made terminal-safe here again."""
+    text = protocol.terminal_safe(text)
+    stamp = time.strftime("%H:%M ", time.localtime(now))
+    parts: StyleAndTextTuples = [("class:time", stamp)]
+    line = protocol.classify(text)
+    if line.kind == "chat":
+        parts += [(nick_style(line.nick), line.nick), ("", ": " + line.text)]
+    elif line.kind == "action":
+        parts += [("class:action", "* "), (nick_style(line.nick) + " italic", line.nick), ("class:action", " " + line.text)]
+    elif line.kind == "private":
+        parts += [("class:private", f"*{line.nick}*"), ("class:private.text", " " + line.text)]
+    elif line.kind == "error":
+        parts += [("class:error", "*** Error: " + line.text)]
+    elif line.kind == "notice":
+        parts += [("class:notice", "*** " + line.text)]
+    else:
+        parts += [("class:other", text)]
+    return parts
+
+
+# ------------------------------------------------------------------------- nicknames
+
+_WELCOME_RE = re.compile(r"Welcome, (\S+)! You are in (\S+)\.")
+_RENAMED_RE = re.compile(r"(\S+) is now known as (\S+)")
+_PRESENCE_RE = re.compile(r"(\S+) (joined|left|quit)\b")
+
+
+class ChatState:
+    """What the client learns from the lines it sees: its own nick and the others' nicks."""
+
+    def __init__(self) -> None:
+        self.me = ""
+        self.nicks: dict[str, str] = {}  # folded -> as spelled
+
+    def _add(self, nick: str) -> None:
+        if protocol.valid_nick(nick) and protocol.fold(nick) != protocol.fold(self.me):
+            self.nicks[protocol.fold(nick)] = nick
+
+    def _drop(self, nick: str) -> None:
+        self.nicks.pop(protocol.fold(nick), None)
+
+    def see(self, text: str) -> None:
+        line = protocol.classify(text)
+        if line.kind in ("chat", "action", "private"):
+            self._add(line.nick)
+        elif line.kind == "notice":
+            match = _WELCOME_RE.match(line.text)
+            if match:
+                self.me = match.group(1)
+                return
+            match = _RENAMED_RE.fullmatch(line.text)
+            if match:
+                old, new = match.groups()
+                if protocol.fold(old) == protocol.fold(self.me):
+                    self.me = new
+                else:
+                    self._drop(old)
+                    self._add(new)
+                return
+            match = _PRESENCE_RE.match(line.text)
+            if match:
+                nick, what = match.groups()
+                if what == "joined":
+                    self._add(nick)
+                elif what == "quit":
+                    self._drop(nick)
+
+
+class ChatCompleter(Completer):
+    """Tab completes ``/commands`` at the start of the line, and nicknames seen anywhere."""
+
+    def __init__(self, state: ChatState) -> None:
+        self.state = state
+
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterable[Completion]:
+        before = document.text_before_cursor
+        if before.startswith("/") and " " not in before:
+            typed = before.lower()
+            for spec in protocol.COMMAND_SPECS.values():
+                word = "/" + spec.name
+                if word.startswith(typed):
+                    yield Completion(word + " ", -len(before), display=word, display_meta=spec.summary)
+            return
+        word = document.get_word_before_cursor(WORD=True)
+        if not word:
+            return
+        folded = word.lower()
+        for key in sorted(self.state.nicks):
+            if key.startswith(folded):
+                yield Completion(self.state.nicks[key], -len(word))
+
+
+# ---------------------------------------------------------------------------- running
+
+
+class _ServerClosed(Exception):
+    pass
+
+
+class TerminalClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.state = ChatState()
+        self.leaving = False
+        self.closed = asyncio.Event()
+        self.session: PromptSession[str] = PromptSession(
+            history=InMemoryHistory(),
+            completer=ChatCompleter(self.state),
+            complete_while_typing=False,
+            style=STYLE,
+        )
+
+    @property
+    def output(self) -> Output:
+        return self.session.app.output
+
+    def _print(self, lines: list[StyleAndTextTuples]) -> None:
+        output = self.output
+        for fragments in lines:
+            render_formatted_text(output, FormattedText(fragments + [("", "\n")]), STYLE, output.get_default_color_depth())
+        output.flush()
+
+    async def show(self, texts: list[str]) -> None:
+        """Print lines above the prompt (or plainly when no prompt is running)."""
+        for text in texts:
+            self.state.see(text)
+        lines = [format_line(text) for text in texts]
+        if self.session.app.is_running:
+            async with in_terminal():
+                self._print(lines)
+        else:
+            self._print(lines)
+
+    async def read_loop(self) -> None:
+        framer = protocol.LineFramer(MAX_SERVER_LINE)
+        try:
+            while True:
+                try:
+                    data = await self.reader.read(RECV_SIZE)
+                except OSError:
+                    data = b""
+                if not data:
+                    if framer.in_line:
+                        await self.show([show_text(e) for e in framer.receive_data(b"\n")])
+                    break
+                await self.show([show_text(e) for e in framer.receive_data(data)])
+        finally:
+            self.closed.set()
+            self._stop_prompt()
+
+    def _stop_prompt(self) -> None:
+        if self.leaving:
+            return
+        app = self.session.app
+        if app.is_running and not app.is_done:
+            try:
+                app.exit(exception=_ServerClosed())
+            except Exception:  # the prompt was finishing anyway
+                pass
+
+    def send(self, text: str) -> None:
+        if not self.closed.is_set():
+            self.writer.write(text.encode("utf-8", "replace") + b"\n")
+
+    async def leave(self, say_exit: bool) -> int:
+        self.leaving = True
+        if say_exit:
+            self.send("exit")
+        try:
+            await asyncio.wait_for(self.closed.wait(), LEAVE_TIMEOUT)
+        except asyncio.TimeoutError:
+            pass
+        print(DISCONNECTED, flush=True)
+        return EXIT_OK
+
+    async def run(self, first: bytes) -> int:
+        reading = asyncio.ensure_future(self.read_loop())
+        if first:
+            self.writer.write(first)
+        try:
+            while True:
+                if self.closed.is_set():
+                    break
+                try:
+                    typed = await self.session.prompt_async(
+                        [("class:prompt", "> ")],
+                        pre_run=lambda: self.closed.is_set() and self._stop_prompt(),
+                    )
+                except _ServerClosed:
+                    break
+                except (EOFError, KeyboardInterrupt):
+                    return await self.leave(say_exit=True)
+                for line in typed.splitlines():
+                    if not line.strip():
+                        continue
+                    self.send(line)
+                    if is_leave(line):
+                        return await self.leave(say_exit=False)
+            await reading
+            print(CLOSED_BY_SERVER, flush=True)
+            return EXIT_CLOSED
+        finally:
+            self.writer.close()
+            reading.cancel()
+
+
+def run_terminal(sock: socket.socket, first: bytes = b"") -> int:
+    """Chat in this terminal over the connected socket; returns the exit status."""
+
+    async def main() -> int:
+        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_SERVER_LINE)
+        return await TerminalClient(reader, writer).run(first)
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:  # Ctrl-C while no prompt was running
+        print(DISCONNECTED, flush=True)
+        return EXIT_OK

@@ -1,0 +1,19 @@
+"""Server settings: what the command line chose, with the defaults from ``limits``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import limits
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_line: int = limits.MAX_LINE
+    max_sendq: int = limits.MAX_SENDQ
+    max_clients: int = limits.MAX_CLIENTS
+    rate: float = 0.0  # lines per second per connection; 0 = no throttle
+    burst: int = 0  # lines a connection may send at once before the rate applies
+    presence: bool = True
+    log_messages: bool = True
+    shutdown_timeout: float = limits.SHUTDOWN_TIMEOUT

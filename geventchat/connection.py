@@ -1,0 +1,266 @@
+"""One client connection: a reader greenlet, a bounded outbox, and a writer.
+
+Reading: the greenlet that serves the connection reads, frames (``protocol.LineFramer``)
+and acts on each line, in order. It is the only code that acts for this client.
+
+Writing: ``deliver`` never touches the socket; it appends the (already encoded, shared)
+bytes to the outbox and, if no flush is pending, schedules one as a loop callback. The
+flush runs once the current loop turn has handled everything that was ready to read, so
+one ``send`` carries every line that arrived for this client in that turn. Only when the
+kernel's buffer is full does a writer greenlet exist, waiting for the socket to become
+writable; it ends once the outbox is empty. An idle connection therefore holds no writer
+greenlet at all, and no sender ever waits for a slow reader.
+
+A client whose waiting output passes ``max_sendq`` bytes is dropped ("send queue
+exceeded"): its socket is closed, which wakes its own greenlets with an error, and
+nobody else is delayed by it.
+"""
+
+from __future__ import annotations
+
+import _socket
+import logging
+import socket
+import time
+
+import gevent
+
+from . import commands, limits, protocol
+from .config import Settings
+from .hub import Hub
+from .ratelimit import TokenBucket
+
+log = logging.getLogger("geventchat")
+
+
+class _Stop(Exception):
+    """Thrown into a reader greenlet to make it finish: the server is stopping."""
+
+
+def describe_peer(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Connection:
+    __slots__ = (
+        "sock",
+        "address",
+        "peer",
+        "hub",
+        "settings",
+        "nick",
+        "room",
+        "_outbox",
+        "_pending",
+        "_max_sendq",
+        "_flush_scheduled",
+        "_writer",
+        "_try_send",
+        "_run_callback",
+        "_closed",
+        "_finishing",
+        "_drop_reason",
+        "_reader",
+        "__weakref__",
+    )
+
+    def __init__(self, sock: socket.socket, address: tuple, hub: Hub, settings: Settings) -> None:
+        self.sock = sock
+        self.address = address
+        self.peer = describe_peer(address)
+        self.hub = hub
+        self.settings = settings
+        self.nick = ""
+        self.room = None
+        self._outbox: list[bytes] = []
+        self._pending = 0  # bytes queued here and not yet handed to the kernel
+        self._max_sendq = settings.max_sendq
+        self._flush_scheduled = False  # a flush callback or the writer greenlet will send
+        self._writer: gevent.Greenlet | None = None
+        # A plain gevent socket wraps a non-blocking _socket.socket: sending on that one
+        # directly never blocks, so the flush can run as a loop callback. Other transports
+        # (TLS) always go through the writer greenlet.
+        raw = getattr(sock, "_sock", None)
+        self._try_send = raw.send if isinstance(raw, _socket.socket) else None
+        self._run_callback = gevent.get_hub().loop.run_callback
+        self._closed = False
+        self._finishing = False  # the reader is past its loop, closing
+        self._drop_reason = ""  # why the server dropped the client, if it did
+        self._reader: gevent.Greenlet | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer} {self.nick!r}>"
+
+    # -------------------------------------------------------------------- output
+
+    def deliver(self, data: bytes) -> None:
+        """Queue one encoded line for this client; never blocks, never raises."""
+        if self._closed:
+            return
+        self._outbox.append(data)
+        self._pending += len(data)
+        if self._pending > self._max_sendq:
+            self.drop("send queue exceeded")
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._run_callback(self._flush)
+
+    def drop(self, reason: str) -> None:
+        """Disconnect this client now, discarding its output (the server's decision)."""
+        if not self._closed:
+            self._drop_reason = reason
+            self._close_now()
+
+    def _close_now(self) -> None:
+        self._closed = True
+        self._outbox.clear()
+        self._pending = 0
+        # Closing a gevent socket wakes the greenlets waiting on it with an error.
+        self.sock.close()
+
+    def _flush(self) -> None:
+        """Loop callback: hand everything queued to the kernel in one send."""
+        outbox = self._outbox
+        if self._closed or not outbox:
+            self._flush_scheduled = False
+            return
+        if self._try_send is None:
+            self._writer = gevent.spawn(self._drain)
+            return
+        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        outbox.clear()
+        try:
+            sent = self._try_send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            # The peer is gone (reset, broken pipe); its reader sees that and cleans up.
+            self._close_now()
+            return
+        self._pending -= sent
+        if sent == len(data):
+            self._flush_scheduled = False
+        else:
+            # The kernel's buffer is full: wait for room in a greenlet of its own.
+            outbox.append(data[sent:])
+            self._writer = gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        """Writer greenlet: send until the outbox is empty, waiting for writability."""
+        outbox = self._outbox
+        try:
+            while outbox and not self._closed:
+                data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+                outbox.clear()
+                view = memoryview(data)
+                while view:
+                    sent = self.sock.send(view)
+                    self._pending -= sent
+                    view = view[sent:]
+        except OSError:
+            if not self._closed:
+                self._close_now()
+        finally:
+            self._writer = None
+            self._flush_scheduled = False
+
+    def _flush_and_close(self, timeout: float) -> None:
+        """From the reader: send what is still queued (for at most ``timeout``), then close."""
+        if not self._closed:
+            with gevent.Timeout(timeout, False):
+                try:
+                    self._send_remaining()
+                    # Half-close, then read until the peer closes too: a plain close with
+                    # unread input would reset the connection and could destroy our last
+                    # lines before the client has read them.
+                    self.sock.shutdown(socket.SHUT_WR)
+                    for _ in range(64):
+                        if not self.sock.recv(limits.RECV_SIZE):
+                            break
+                except (OSError, _Stop):
+                    pass  # gone already, or a stop that raced with this close: close anyway
+        self._closed = True
+        self._outbox.clear()
+        self.sock.close()
+
+    def _send_remaining(self) -> None:
+        while not self._closed:
+            writer = self._writer
+            if writer is not None:
+                writer.join()
+                continue
+            if not self._outbox:
+                return
+            data = b"".join(self._outbox)
+            self._outbox.clear()
+            self.sock.sendall(data)
+            self._pending -= len(data)
+
+    def begin_shutdown(self) -> None:
+        """The server is stopping: tell the client, then make the reader finish."""
+        self.deliver(protocol.SHUTTING_DOWN)
+        reader = self._reader
+        if reader is not None and not self._finishing:
+            reader.kill(_Stop, block=False)
+
+    # --------------------------------------------------------------------- input
+
+    def serve(self) -> None:
+        """Run in the connection's own greenlet until the client leaves or is dropped."""
+        self._reader = gevent.getcurrent()
+        log.info("New connection from %s", self.peer)
+        hub, settings = self.hub, self.settings
+        leave_reason = ""
+        announce = True
+        try:
+            hub.add(self, str(self.address[1]))
+            framer = protocol.LineFramer(settings.max_line)
+            bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate)) if settings.rate > 0 else None
+            recv = self.sock.recv
+            while not self._closed:
+                data = recv(limits.RECV_SIZE)
+                if not data:
+                    break
+                for event in framer.receive_data(data):
+                    if bucket is not None:
+                        wait = bucket.take(time.monotonic())
+                        if wait:
+                            # Throttle by reading more slowly: nothing is dropped, and the
+                            # client's TCP window closes while we wait.
+                            gevent.sleep(wait)
+                    request = self._act(event)
+                    if request is not None:
+                        leave_reason = request.reason
+                        return
+                    if self._closed:
+                        break
+        except _Stop:
+            announce = False  # the server is stopping: everyone is leaving at once
+        except OSError:
+            pass  # reset by the peer, or closed by drop(); the reason is in _drop_reason
+        finally:
+            self._finishing = True
+            hub.remove(self, self._drop_reason or leave_reason, announce=announce)
+            self._flush_and_close(limits.QUIT_FLUSH_TIMEOUT)
+            if self._drop_reason:
+                log.info("Client %s disconnected (%s)", self.peer, self._drop_reason)
+            else:
+                log.info("Client %s disconnected", self.peer)
+
+    def _act(self, event: protocol.FramerEvent) -> protocol.Quit | None:
+        """Carry out one line; return the Quit request if the client leaves."""
+        if event.__class__ is protocol.LineTooLong:
+            self.deliver(protocol.line_too_long(self.settings.max_line))
+            return None
+        request = protocol.parse_line(event)  # type: ignore[arg-type]
+        kind = request.__class__
+        if kind is protocol.Chat:
+            self.hub.chat(self, request.text)  # type: ignore[union-attr]
+        elif kind is protocol.Command:
+            commands.dispatch(self.hub, self, request)  # type: ignore[arg-type]
+        elif kind is protocol.Invalid:
+            self.deliver(protocol.error(request.message))  # type: ignore[union-attr]
+        elif kind is protocol.Quit:
+            return request  # type: ignore[return-value]
+        return None

@@ -1,0 +1,191 @@
+"""The hub: who is connected, under which nickname, in which room.
+
+One Hub per server, passed explicitly to whatever needs it (never a module global).
+Nicknames and rooms are keyed by their case-folded form; a room exists while it has
+members: it is made on first join and dropped when its last member leaves.
+
+The hub never touches a socket. A member is anything with ``nick``, ``room`` and
+``deliver(data: bytes)``; ``deliver`` only queues bytes (see ``connection.Outbox``), so a
+broadcast to a thousand members returns without waiting for any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Protocol
+
+from . import limits, protocol
+
+log = logging.getLogger("geventchat")
+
+
+class Member(Protocol):
+    nick: str
+    room: "Room | None"
+
+    def deliver(self, data: bytes) -> None: ...
+
+
+class Room:
+    __slots__ = ("name", "key", "members")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.key = protocol.fold(name)
+        # A dict keeps join order (for /who) and removes in O(1).
+        self.members: dict[Member, None] = {}
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name} ({len(self.members)})>"
+
+
+class HubError(Exception):
+    """A request the hub refuses; the text is shown to the member as ``*** Error: ...``."""
+
+
+class Hub:
+    def __init__(self, *, presence: bool = True, log_messages: bool = True) -> None:
+        self.presence = presence  # tell the others about joins, parts, renames, quits
+        self.log_messages = log_messages  # one console line per chat message relayed
+        self.rooms: dict[str, Room] = {}
+        self.members: dict[str, Member] = {}  # folded nickname -> member
+
+    # ------------------------------------------------------------------ membership
+
+    def free_nick(self, wanted: str) -> str:
+        """``wanted`` if nobody has it, else the first free ``wanted-N``."""
+        if protocol.fold(wanted) not in self.members:
+            return wanted
+        for n in range(2, 2 + len(self.members) + 1):
+            candidate = f"{wanted[: limits.MAX_NICK - 1 - len(str(n))]}-{n}"
+            if protocol.fold(candidate) not in self.members:
+                return candidate
+        raise AssertionError("unreachable: more candidates than members")
+
+    def add(self, member: Member, wanted_nick: str, room: str = limits.DEFAULT_ROOM) -> None:
+        """Register a new member under (a free variant of) its nickname, in ``room``."""
+        if not protocol.valid_nick(wanted_nick):
+            raise ValueError(f"not a valid nickname: {wanted_nick!r}")
+        member.nick = self.free_nick(wanted_nick)
+        member.room = None
+        self.members[protocol.fold(member.nick)] = member
+        self._enter(member, room)
+        member.deliver(protocol.welcome(member.nick, room))
+        if self.presence:
+            self.deliver_local(member.room, protocol.joined(member.nick, room), member)
+
+    def remove(self, member: Member, reason: str = "", announce: bool = True) -> None:
+        """Forget a member that has gone; the others in its room are told it quit."""
+        key = protocol.fold(member.nick)
+        if self.members.get(key) is not member:
+            return  # never added, or removed already
+        del self.members[key]
+        room = member.room
+        self._leave(member)
+        if announce and self.presence and room is not None and room.members:
+            self.deliver_local(room, protocol.quit_line(member.nick, reason))
+
+    def rename(self, member: Member, new: str) -> None:
+        if not protocol.valid_nick(new):
+            raise HubError(
+                f"invalid nickname {protocol.strip_controls(new)[:64]!r}: use 1 to {limits.MAX_NICK} "
+                "letters, digits or _-[]{}|^"
+            )
+        old = member.nick
+        new_key, old_key = protocol.fold(new), protocol.fold(old)
+        if new_key != old_key and new_key in self.members:
+            raise HubError(f"nickname {new} is already taken")
+        if new == old:
+            member.deliver(protocol.notice(f"You are already known as {new}"))
+            return
+        del self.members[old_key]
+        self.members[new_key] = member
+        member.nick = new
+        member.deliver(protocol.notice(f"You are now known as {new}"))
+        if self.presence:
+            self.deliver_local(member.room, protocol.renamed(old, new), member)
+
+    def join(self, member: Member, name: str) -> None:
+        if not protocol.valid_room(name):
+            raise HubError(
+                f"invalid room name {protocol.strip_controls(name)[:64]!r}: use 1 to {limits.MAX_ROOM} "
+                "letters, digits or _-#."
+            )
+        old = member.room
+        if old is not None and old.key == protocol.fold(name):
+            member.deliver(protocol.notice(f"You are already in {old.name}"))
+            return
+        self._leave(member)
+        if self.presence and old is not None and old.members:
+            self.deliver_local(old, protocol.left(member.nick, old.name))
+        room = self._enter(member, name)
+        member.deliver(protocol.notice(f"You are now in {room.name}"))
+        if self.presence:
+            self.deliver_local(room, protocol.joined(member.nick, room.name), member)
+
+    def _enter(self, member: Member, name: str) -> Room:
+        key = protocol.fold(name)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(name)
+        room.members[member] = None
+        member.room = room
+        return room
+
+    def _leave(self, member: Member) -> None:
+        room = member.room
+        if room is None:
+            return
+        room.members.pop(member, None)
+        member.room = None
+        if not room.members:
+            del self.rooms[room.key]
+
+    # --------------------------------------------------------------------- talking
+
+    def chat(self, member: Member, text: str) -> None:
+        if self.log_messages:
+            log.info("%s: %s", member.nick, text)
+        self.deliver_local(member.room, protocol.chat_line(member.nick, text), member)
+
+    def action(self, member: Member, text: str) -> None:
+        if self.log_messages:
+            log.info("* %s %s", member.nick, text)
+        self.deliver_local(member.room, protocol.action_line(member.nick, text), member)
+
+    def private(self, member: Member, target_nick: str, text: str) -> None:
+        target = self.members.get(protocol.fold(target_nick))
+        if target is None:
+            raise HubError(f"no such nickname: {protocol.strip_controls(target_nick)[:64]}")
+        target.deliver(protocol.private_line(member.nick, text))
+        member.deliver(protocol.notice(f"To {target.nick}: {text}"))
+
+    def deliver_local(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
+        """Queue ``data`` (one encoded line) for every member of ``room`` here but ``exclude``.
+
+        This is the single way lines reach local members of a room; a message bus linking
+        several server processes calls it for lines that arrive from the others.
+        """
+        if room is None:
+            return
+        for recipient in room.members:
+            if recipient is not exclude:
+                recipient.deliver(data)
+
+    def broadcast(self, data: bytes) -> None:
+        """Queue ``data`` for every member in every room (server notices)."""
+        for member in list(self.members.values()):
+            member.deliver(data)
+
+    # ------------------------------------------------------------------- listings
+
+    def room_counts(self) -> list[tuple[str, int]]:
+        return sorted(((room.name, len(room.members)) for room in self.rooms.values()), key=lambda rc: protocol.fold(rc[0]))
+
+    def nicks_in(self, room: Room) -> list[str]:
+        return [member.nick for member in room.members]
+
+
+def chunked(items: Iterable[str], size: int) -> list[list[str]]:
+    items = list(items)
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]

@@ -1,0 +1,213 @@
+"""The chat server: listening socket, command line, signals, start and stop.
+
+``python -m geventchat.server --help`` lists the flags. The lifecycle follows gevent's
+BaseServer: ``start`` binds and accepts, ``stop`` stops accepting, tells every client,
+waits (bounded) for their output to be flushed and their handlers to end, then closes.
+SIGINT and SIGTERM both lead to that same clean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import signal
+import socket
+import sys
+
+import gevent
+import gevent.event
+import gevent.pool
+from gevent.server import StreamServer
+
+from . import __version__, limits, protocol
+from .config import Settings
+from .connection import Connection, describe_peer
+from .hub import Hub
+
+log = logging.getLogger("geventchat")
+
+# Pending connections the kernel may hold before accept(): large, so that a storm of
+# thousands of clients connecting at once is queued rather than dropped into SYN retries
+# (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+
+# Seconds the "server full" refusal may take to be written before the socket is closed.
+REFUSAL_TIMEOUT = 1.0
+
+
+class ChatServer:
+    def __init__(self, host: str = limits.DEFAULT_HOST, port: int = limits.DEFAULT_PORT, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.hub = Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
+        self.connections: set[Connection] = set()
+        self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
+        self._listener = StreamServer((host, port), self._handle, spawn=self._handlers.spawn, backlog=LISTEN_BACKLOG)
+        self._stopping = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address actually bound (the real port when asked for port 0)."""
+        return self._listener.address
+
+    def start(self) -> None:
+        """Bind and start accepting; raises OSError when the address cannot be used."""
+        self._listener.start()
+        host, port = self._listener.address[:2]
+        # Lifecycle lines are warnings so that they show even at --log-level warning:
+        # scripts wait for this line to know the port.
+        log.warning("Server listening on %s", describe_peer((host, port)))
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, tell every client, flush (bounded by ``timeout``), close."""
+        if timeout is None:
+            timeout = self.settings.shutdown_timeout
+        self._stopping = True
+        self._listener.close()
+        for connection in list(self.connections):
+            connection.begin_shutdown()
+        self._handlers.join(timeout=timeout)
+        self._handlers.kill(block=True, timeout=1)
+        log.warning("Server stopped")
+
+    def _handle(self, sock: socket.socket, address: tuple) -> None:
+        if self._stopping:
+            sock.close()
+            return
+        if len(self.connections) >= self.settings.max_clients:
+            self._refuse(sock, address, protocol.SERVER_FULL, "server full")
+            return
+        _tune(sock)
+        connection = Connection(sock, address, self.hub, self.settings)
+        self.connections.add(connection)
+        try:
+            connection.serve()
+        except Exception:  # a bug: log it with its traceback, keep serving everyone else
+            log.exception("Internal error while serving %s", connection.peer)
+            sock.close()
+        finally:
+            self.connections.discard(connection)
+
+    def _refuse(self, sock: socket.socket, address: tuple, line: bytes, reason: str) -> None:
+        log.info("Refused connection from %s (%s)", describe_peer(address), reason)
+        with gevent.Timeout(REFUSAL_TIMEOUT, False):
+            try:
+                sock.sendall(line)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        sock.close()
+
+
+def _tune(sock: socket.socket) -> None:
+    try:
+        # Lines are small and already batched per loop turn: send them at once.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Find peers that vanished without a word (power loss, dropped NAT state).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except OSError:
+        pass  # not a TCP socket (or already reset): nothing to tune
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0 to 65535, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+    return value
+
+
+# argparse names the failed type function in its message; these names read well there.
+_positive_int.__name__ = "positive integer"
+_port.__name__ = "port"
+_positive_float.__name__ = "positive number"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geventchat-server",
+        description="A multi-user chat server: one line per message, nicknames, rooms, private messages.",
+    )
+    parser.add_argument("--host", default=limits.DEFAULT_HOST, help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=_port, default=limits.DEFAULT_PORT, help="port to listen on; 0 picks a free one (default %(default)s)")
+    parser.add_argument("--max-line", type=_positive_int, default=limits.MAX_LINE, metavar="BYTES", help="longest line accepted, without its line ending (default %(default)s)")
+    parser.add_argument("--max-sendq", type=_positive_int, default=limits.MAX_SENDQ, metavar="BYTES", help="output waiting for one client before it is dropped (default %(default)s)")
+    parser.add_argument("--max-clients", type=_positive_int, default=limits.MAX_CLIENTS, metavar="N", help="connections served at once (default %(default)s)")
+    parser.add_argument("--rate", type=_positive_float, default=None, metavar="N", help="lines per second per connection before reading slows down (default: off)")
+    parser.add_argument("--burst", type=_positive_int, default=None, metavar="N", help="lines a connection may send at once when --rate is on (default: the rate)")
+    parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
+    parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def configure_logging(level: str) -> None:
+    # One line per record on stdout, flushed by the handler after each: the console
+    # stays live when stdout is a pipe or a file.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("geventchat")
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
+    root.propagate = False
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        max_line=args.max_line,
+        max_sendq=args.max_sendq,
+        max_clients=args.max_clients,
+        rate=args.rate or 0.0,
+        burst=args.burst or 0,
+        presence=not args.no_presence,
+        log_messages=not args.quiet and args.log_level in ("debug", "info"),
+    )
+
+
+def describe_bind_error(host: str, port: int, exc: OSError) -> str:
+    where = describe_peer((host, port))
+    if exc.errno == errno.EADDRINUSE:
+        return f"Error: cannot listen on {where}: port {port} is already in use"
+    if exc.errno == errno.EACCES:
+        return f"Error: cannot listen on {where}: permission denied for port {port}"
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return f"Error: cannot listen on {where}: {host!r} is not an address of this machine"
+    return f"Error: cannot listen on {where}: {exc.strerror or exc}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    server = ChatServer(args.host, args.port, settings_from(args))
+    try:
+        server.start()
+    except OSError as exc:
+        print(describe_bind_error(args.host, args.port, exc), file=sys.stderr)
+        return 1
+    stop_requested = gevent.event.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop_requested.set)
+    stop_requested.wait()
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""The hub without sockets: members are plain objects that collect what they are sent."""
+
+import pytest
+
+from geventchat import commands, protocol
+from geventchat.hub import Hub
+
+
+class FakeMember:
+    """A member as the hub sees it; the hub's only duty to it is deliver()."""
+
+    def __init__(self):
+        self.nick = ""
+        self.room = None
+        self.lines = []
+
+    def deliver(self, data):
+        self.lines.append(data.decode())
+
+    def take(self):
+        lines, self.lines = self.lines, []
+        return lines
+
+
+def joined(hub, *nicks, presence=True):
+    members = []
+    for nick in nicks:
+        member = FakeMember()
+        hub.add(member, nick)
+        members.append(member)
+    for member in members:
+        member.take()
+    return members
+
+
+def run(hub, member, line):
+    request = protocol.parse_line(line)
+    if isinstance(request, protocol.Command):
+        commands.dispatch(hub, member, request)
+    elif isinstance(request, protocol.Chat):
+        hub.chat(member, request.text)
+    else:
+        raise AssertionError(request)
+
+
+def test_welcome_and_presence_on_add():
+    hub = Hub(log_messages=False)
+    first = FakeMember()
+    hub.add(first, "100")
+    assert first.take() == ["*** Welcome, 100! You are in lobby. Type /help for commands.\n"]
+    second = FakeMember()
+    hub.add(second, "200")
+    assert first.take() == ["*** 200 joined lobby\n"]
+    assert second.take()[0].startswith("*** Welcome, 200!")
+
+
+def test_taken_port_nick_gets_a_free_variant():
+    hub = Hub(log_messages=False)
+    a, b, c = joined(hub, "100", "100", "100")
+    assert (a.nick, b.nick, c.nick) == ("100", "100-2", "100-3")
+
+
+def test_chat_reaches_others_once_and_never_the_sender():
+    hub = Hub(log_messages=False)
+    a, b, c = joined(hub, "1", "2", "3")
+    run(hub, a, "hi")
+    assert a.take() == [] and b.take() == ["1: hi\n"] and c.take() == ["1: hi\n"]
+
+
+def test_rooms_are_made_on_join_and_dropped_when_empty():
+    hub = Hub(log_messages=False)
+    a, b = joined(hub, "a", "b")
+    run(hub, a, "/join Dev")
+    assert a.take() == ["*** You are now in Dev\n"]
+    assert b.take() == ["*** a left lobby\n"]
+    assert [name for name, _ in hub.room_counts()] == ["Dev", "lobby"]
+    run(hub, b, "/join dev")  # case ignored: same room
+    assert a.take() == ["*** b joined Dev\n"]
+    assert hub.room_counts() == [("Dev", 2)]
+    run(hub, a, "x")
+    assert b.take()[-1] == "a: x\n"
+
+
+def test_nick_uniqueness_ignores_case_and_rename_is_announced():
+    hub = Hub(log_messages=False)
+    a, b = joined(hub, "alice", "bob")
+    run(hub, b, "/nick ALICE")
+    assert b.take() == ["*** Error: nickname ALICE is already taken\n"]
+    run(hub, b, "/nick bobby")
+    assert b.take() == ["*** You are now known as bobby\n"]
+    assert a.take() == ["*** bob is now known as bobby\n"]
+    run(hub, b, "/nick bad name")
+    assert b.take()[0].startswith("*** Error: invalid nickname")
+    run(hub, a, "/nick Alice")  # own name in another case is allowed
+    assert a.take() == ["*** You are now known as Alice\n"]
+
+
+def test_private_message_and_unknown_target():
+    hub = Hub(log_messages=False)
+    a, b, c = joined(hub, "a", "b", "c")
+    run(hub, a, "/join elsewhere")
+    a.take(), b.take(), c.take()
+    run(hub, a, "/msg B secret plan")
+    assert b.take() == ["*a* secret plan\n"]
+    assert a.take() == ["*** To b: secret plan\n"]
+    assert c.take() == []
+    run(hub, a, "/msg nobody hi")
+    assert a.take() == ["*** Error: no such nickname: nobody\n"]
+
+
+def test_who_rooms_stats_help():
+    hub = Hub(log_messages=False)
+    a, b, c = joined(hub, "a", "b", "c")
+    run(hub, c, "/join side")
+    a.take()
+    run(hub, a, "/who")
+    assert a.take() == ["*** Members of lobby (2): a b\n"]
+    run(hub, a, "/rooms")
+    assert a.take() == ["*** lobby (2)\n", "*** side (1)\n"]
+    run(hub, a, "/stats")
+    assert a.take() == ["*** 3 connected in 2 rooms\n", "*** lobby (2)\n", "*** side (1)\n"]
+    run(hub, a, "/help")
+    assert a.take()[0] == "*** Commands:\n"
+
+
+def test_who_splits_a_crowded_room_over_lines():
+    hub = Hub(presence=False, log_messages=False)
+    members = joined(hub, *[f"n{i}" for i in range(120)])
+    run(hub, members[0], "/who")
+    lines = members[0].take()
+    assert len(lines) == 3
+    named = [word for line in lines for word in line.split(": ", 1)[1].split()]
+    assert named == [f"n{i}" for i in range(120)]
+
+
+def test_remove_announces_quit_and_frees_the_nick():
+    hub = Hub(log_messages=False)
+    a, b = joined(hub, "a", "b")
+    hub.remove(a, "bye")
+    assert b.take() == ["*** a quit (bye)\n"]
+    hub.remove(a)  # twice is harmless
+    again = FakeMember()
+    hub.add(again, "a")
+    assert again.nick == "a"
+
+
+def test_no_presence_keeps_the_others_uninformed():
+    hub = Hub(presence=False, log_messages=False)
+    a, b = joined(hub, "a", "b")
+    run(hub, b, "/nick bee")
+    run(hub, b, "/join x")
+    hub.remove(b)
+    assert a.take() == []
+
+
+def test_adding_an_invalid_nick_is_a_bug():
+    with pytest.raises(ValueError):
+        Hub().add(FakeMember(), "not valid")
