@@ -58,18 +58,15 @@ STYLE = Style.from_dict(
 )
 
 # Nicknames get one of these, by a stable hash of the folded name: the same nick has the
-# same colour on every line and in every run. Red is kept for errors.
+# same colour on every line and in every run. Cyan (notices), magenta (private messages)
+# and red (errors) are kept for the server's lines.
 NICK_COLOURS = (
     "ansigreen",
     "ansiyellow",
     "ansiblue",
-    "ansimagenta",
-    "ansicyan",
     "ansibrightgreen",
     "ansibrightyellow",
     "ansibrightblue",
-    "ansibrightmagenta",
-    "ansibrightcyan",
 )
 
 
@@ -103,6 +100,7 @@ def format_line(text: str, now: float | None = None) -> StyleAndTextTuples:
 # ------------------------------------------------------------------------- nicknames
 
 _WELCOME_RE = re.compile(r"Welcome, (\S+)! You are in (\S+)\.")
+_YOU_ARE_RE = re.compile(r"You are now (known as|in) (\S+)")
 _RENAMED_RE = re.compile(r"(\S+) is now known as (\S+)")
 _PRESENCE_RE = re.compile(r"(\S+) (joined|left|quit)\b")
 
@@ -112,6 +110,7 @@ class ChatState:
 
     def __init__(self) -> None:
         self.me = ""
+        self.room = ""
         self.nicks: dict[str, str] = {}  # folded -> as spelled
 
     def _add(self, nick: str) -> None:
@@ -127,8 +126,16 @@ class ChatState:
             self._add(line.nick)
         elif line.kind == "notice":
             match = _WELCOME_RE.match(line.text)
+            if match and protocol.valid_nick(match.group(1)) and protocol.valid_room(match.group(2)):
+                self.me, self.room = match.groups()
+                return
+            match = _YOU_ARE_RE.fullmatch(line.text)
             if match:
-                self.me = match.group(1)
+                what, name = match.groups()
+                if what == "in" and protocol.valid_room(name):
+                    self.room = name
+                elif what == "known as" and protocol.valid_nick(name):
+                    self.me = name
                 return
             match = _RENAMED_RE.fullmatch(line.text)
             if match:
@@ -200,7 +207,9 @@ class TerminalClient:
     def _print(self, lines: list[StyleAndTextTuples]) -> None:
         output = self.output
         for fragments in lines:
-            render_formatted_text(output, FormattedText(fragments + [("", "\n")]), STYLE, output.get_default_color_depth())
+            render_formatted_text(
+                output, FormattedText(fragments + [("", "\n")]), STYLE, color_depth=output.get_default_color_depth()
+            )
         output.flush()
 
     async def show(self, texts: list[str]) -> None:
@@ -241,6 +250,16 @@ class TerminalClient:
             except Exception:  # the prompt was finishing anyway
                 pass
 
+    def prompt(self) -> StyleAndTextTuples:
+        """``[room] nick> `` once known (names checked against the protocol's grammar)."""
+        if not self.state.me:
+            return [("class:prompt", "> ")]
+        return [
+            ("class:prompt", f"[{self.state.room}] "),
+            (nick_style(self.state.me), self.state.me),
+            ("class:prompt", "> "),
+        ]
+
     def send(self, text: str) -> None:
         if not self.closed.is_set():
             self.writer.write(text.encode("utf-8", "replace") + b"\n")
@@ -266,7 +285,7 @@ class TerminalClient:
                     break
                 try:
                     typed = await self.session.prompt_async(
-                        [("class:prompt", "> ")],
+                        self.prompt,
                         pre_run=lambda: self.closed.is_set() and self._stop_prompt(),
                     )
                 except _ServerClosed:
