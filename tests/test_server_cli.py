@@ -1,0 +1,167 @@
+"""End-to-end tests of the server's command line and lifecycle (contract sections 1, 2, 4):
+flags, startup errors, the listening line, and a clean stop on SIGTERM and SIGINT.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+import pytest
+
+from conftest import HOST, LISTENING_RE, ServerProcess, join_all, run_server_command
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def assert_one_clean_error_line(result, *, allow_usage: bool = False) -> str:
+    """Exactly one error line on stderr (after argparse's usage, if allowed), no traceback."""
+    err = result.stderr
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "nothing on stderr"
+    if allow_usage and len(lines) > 1:
+        assert lines[0].startswith("usage:"), err
+        # argparse wraps a long usage over several lines, each indented; then one error line.
+        assert all(line.startswith(" ") for line in lines[1:-1]), err
+        assert not lines[-1].startswith(" "), err
+    else:
+        assert len(lines) == 1, err
+    assert not LISTENING_RE.search(result.stdout), result.stdout
+    return lines[-1]
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def test_help_lists_every_flag():
+    result = run_server_command("--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage:" in result.stdout
+    for flag in (
+        "--host",
+        "--port",
+        "--max-line",
+        "--max-sendq",
+        "--max-clients",
+        "--rate",
+        "--burst",
+        "--no-presence",
+        "--quiet",
+        "--log-level",
+    ):
+        assert flag in result.stdout, flag
+    assert "Traceback" not in result.stderr
+
+
+def test_port_zero_binds_a_real_port(server, clients):
+    assert 0 < server.port < 65536
+    # The line is on stdout, flushed although stdout is a pipe; the port accepts at once.
+    client = clients(server)
+    assert client.nick == str(client.port)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--max-line", "0"),
+        ("--max-line", "-1"),
+        ("--max-sendq", "0"),
+        ("--max-clients", "0"),
+        ("--port", "-5"),
+        ("--port", "70000"),
+        ("--port", "http"),
+        ("--max-line", "lots"),
+        ("--rate", "-1"),
+        ("--burst", "0"),
+        ("--log-level", "chatty"),
+        ("--no-such-flag",),
+    ],
+)
+def test_bad_flag_values(flags):
+    result = run_server_command("--host", HOST, *flags)
+    assert result.returncode == 2, (flags, result.returncode, result.stderr)
+    line = assert_one_clean_error_line(result, allow_usage=True)
+    assert "error:" in line, line
+
+
+def test_port_in_use():
+    blocker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        blocker.bind((HOST, 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        result = run_server_command("--host", HOST, "--port", str(port))
+    finally:
+        blocker.close()
+    assert result.returncode != 0
+    line = assert_one_clean_error_line(result)
+    assert str(port) in line, line
+    assert "in use" in line.lower(), line
+
+
+@pytest.mark.parametrize("host", ["999.1.1.1", "192.0.2.1", "not a host name!"])
+def test_bad_host(host):
+    result = run_server_command("--host", host, "--port", "0")
+    assert result.returncode != 0
+    line = assert_one_clean_error_line(result)
+    assert line.strip()
+
+
+# ---------------------------------------------------------------------- stopping
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_with_clients_connected(start_server, clients, signum):
+    server: ServerProcess = start_server()
+    a, b, c = join_all(clients, server, 3)
+    a.send("before the stop")
+    b.expect(f"{a.nick}: before the stop")
+    c.expect(f"{a.nick}: before the stop")
+    c.send_raw(b"an unfinished line")  # one client is mid-line
+    stuck = clients(server)  # and one never reads again
+    for other in (a, b, c):
+        other.expect(f"*** {stuck.nick} joined lobby")
+    started = time.monotonic()
+    server.signal(signum)
+    for client in (a, b, c):
+        lines = client.read_to_eof(timeout=10)
+        assert lines == ["*** Server shutting down"], (client.nick, lines)
+    rc = server.wait(timeout=max(0.1, 10 - (time.monotonic() - started)))
+    elapsed = time.monotonic() - started
+    assert rc == 0
+    assert elapsed < 10, elapsed
+    console = server.stdout_lines()
+    assert any(line == "Server stopped" or line.endswith(" Server stopped") for line in console), console
+    assert console[-1].endswith("Server stopped"), console
+    assert "Traceback" not in "\n".join(server.stderr_lines()), server.stderr_lines()
+    # The partial line was not relayed as a message.
+    assert not any("an unfinished line" in line for line in console)
+
+
+def test_signal_stops_an_idle_server(start_server):
+    server = start_server()
+    started = time.monotonic()
+    server.signal(signal.SIGINT)
+    assert server.wait(timeout=10) == 0
+    assert time.monotonic() - started < 10
+    assert server.stdout_lines()[-1].endswith("Server stopped")
+    assert server.stderr_lines() == []
+
+
+def test_stop_while_a_client_lags_with_pending_output(start_server, clients):
+    """A client that never reads, with output queued for it, cannot hold the stop up."""
+    server = start_server("--max-sendq", str(1 << 24))
+    a = clients(server)
+    lagging = clients(server, rcvbuf=4096)
+    a.expect(f"*** {lagging.nick} joined lobby")
+    payload = "q" * 1000
+    a.send(*(f"{i} {payload}" for i in range(3000)))  # ~3 MB, mostly waiting for lagging
+    server.wait_for_text(f"{a.nick}: 2999 {payload}", timeout=10)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    rc = server.wait(timeout=10)
+    assert rc == 0
+    assert time.monotonic() - started < 10
+    assert server.stdout_lines()[-1].endswith("Server stopped")
