@@ -165,3 +165,18 @@ def test_stop_while_a_client_lags_with_pending_output(start_server, clients):
     assert rc == 0
     assert time.monotonic() - started < 10
     assert server.stdout_lines()[-1].endswith("Server stopped")
+
+
+def test_stop_flushes_pending_output(start_server, clients):
+    """Everything relayed before the stop reaches a (slow) reader, then the notice, then EOF."""
+    server = start_server("--no-presence")
+    a, b = join_all(clients, server, 2, presence=False)
+    slow = clients(server, rcvbuf=4096)
+    payload = "w" * 100
+    a.send(*(f"{i:04d} {payload}" for i in range(3000)))  # ~300 KB, most of it waits in the server
+    server.wait_for_text(f"{a.nick}: 2999 {payload}", timeout=10)
+    b.lines(3000, timeout=10)
+    server.signal(signal.SIGTERM)
+    lines = slow.read_to_eof(timeout=10)
+    assert lines == [f"{a.nick}: {i:04d} {payload}" for i in range(3000)] + ["*** Server shutting down"]
+    assert server.wait(timeout=10) == 0
