@@ -176,9 +176,19 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
     pending_input = bytearray()  # an unfinished line from stdin
     stdin_open = stdin_fd is not None
     leave_deadline: float | None = None  # set once "exit" is queued
+    passing_long_line = False  # inside a stdin line too long to hold: pass it on as it comes
 
     def queue_input(data: bytes, at_eof: bool) -> None:
-        nonlocal leave_deadline
+        nonlocal leave_deadline, passing_long_line
+        if passing_long_line:
+            newline = data.find(b"\n")
+            if newline < 0:
+                outbuf.extend(data)
+                data = b""
+            else:
+                outbuf.extend(data[: newline + 1])
+                data = data[newline + 1 :]
+                passing_long_line = False
         pending_input.extend(data)
         lines = pending_input.split(b"\n")
         rest = lines.pop()
@@ -186,7 +196,16 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
         if at_eof and rest:
             lines.append(bytes(rest))
             pending_input.clear()
-        for raw in lines:
+        elif len(rest) > MAX_SERVER_LINE:
+            # Longer than any server takes: hand it on unread (the server refuses it whole)
+            # rather than hold it; memory stays bounded whatever stdin holds.
+            passing_long_line = True
+            pending_input.clear()
+            lines.append(bytes(rest))
+        for index, raw in enumerate(lines):
+            if passing_long_line and index == len(lines) - 1:
+                outbuf.extend(raw)
+                break
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             text = raw.decode("utf-8", "replace")
@@ -197,6 +216,9 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
                 leave_deadline = time.monotonic() + LEAVE_TIMEOUT
                 return
         if at_eof:
+            if passing_long_line:
+                outbuf.extend(b"\n")
+                passing_long_line = False
             outbuf.extend(b"exit\n")
             leave_deadline = time.monotonic() + LEAVE_TIMEOUT
 

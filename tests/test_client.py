@@ -561,3 +561,18 @@ def test_completion_of_commands_and_seen_nicknames():
     assert complete("/msg b") == ["Bobby"]
     assert complete("hi ") == []
     assert complete("hi zz") == []
+
+
+def test_a_huge_stdin_line_is_passed_on_whole_not_held():
+    huge = b"x" * (client.MAX_SERVER_LINE * 3) + b"exit"  # not a leave: it is part of a long line
+    sent = b"a\n" + huge + b"\nb\n" + b"z" * (client.MAX_SERVER_LINE + 10)  # the last line has no "\n"
+
+    def script(srv: ScriptedServer, conn: socket.socket) -> None:
+        srv.read_until(conn, b"\nexit\n")
+
+    srv = ScriptedServer(script)
+    done = run_client(srv.port, sent.decode())
+    srv.stop()
+    assert srv.received == sent + b"\nexit\n"
+    assert done.returncode == 0
+    assert done.stdout.decode().splitlines()[-1] == "Disconnected from server"
