@@ -53,6 +53,7 @@ STYLE = Style.from_dict(
         "private": "ansimagenta bold",
         "private.text": "bold",
         "other": "",
+        "mention": "bold underline",
         "prompt": "bold",
     }
 )
@@ -76,14 +77,23 @@ def nick_style(nick: str) -> str:
     return f"{colour} bold"
 
 
-def format_line(text: str, now: float | None = None) -> StyleAndTextTuples:
-    """Formatted text for one received line; ``text`` is made terminal-safe here again."""
+def mentions(text: str, me: str) -> bool:
+    """True if text names ``me`` as a whole word (case ignored)."""
+    return bool(me) and re.search(r"(?<![\w\[\]{}|^-])" + re.escape(me) + r"(?![\w\[\]{}|^-])", text, re.I) is not None
+
+
+def format_line(text: str, now: float | None = None, me: str = "") -> StyleAndTextTuples:
+    """Formatted text for one received line; ``text`` is made terminal-safe here again.
+
+    A chat line that names ``me`` (the client's own nickname) is highlighted.
+    """
     text = protocol.terminal_safe(text)
     stamp = time.strftime("%H:%M ", time.localtime(now))
     parts: StyleAndTextTuples = [("class:time", stamp)]
     line = protocol.classify(text)
     if line.kind == "chat":
-        parts += [(nick_style(line.nick), line.nick), ("", ": " + line.text)]
+        body = "class:mention" if mentions(line.text, me) else ""
+        parts += [(nick_style(line.nick), line.nick), (body, ": " + line.text)]
     elif line.kind == "action":
         parts += [("class:action", "* "), (nick_style(line.nick) + " italic", line.nick), ("class:action", " " + line.text)]
     elif line.kind == "private":
@@ -214,9 +224,10 @@ class TerminalClient:
 
     async def show(self, texts: list[str]) -> None:
         """Print lines above the prompt (or plainly when no prompt is running)."""
+        lines = []
         for text in texts:
             self.state.see(text)
-        lines = [format_line(text) for text in texts]
+            lines.append(format_line(text, me=self.state.me))
         if self.session.app.is_running:
             async with in_terminal():
                 self._print(lines)

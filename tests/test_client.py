@@ -536,6 +536,10 @@ def test_line_kinds_are_styled_apart_and_nick_colours_are_stable():
     assert nick_style("Ann") == nick_style("ann") == nick_style("ANN")
     assert len({nick_style(n) for n in ("ann", "bob", "cy", "dee", "eve", "fay", "gus")}) > 2
     assert "".join(piece for _, piece in format_line("ann: hi", now=0)).endswith("ann: hi")
+    # A chat line naming the client's own nick (as a whole word) stands out.
+    assert format_line("ann: hi Bob!", me="bob")[-1][0] == "class:mention"
+    assert format_line("ann: hi bobby", me="bob")[-1][0] == ""
+    assert format_line("ann: hi bob", me="")[-1][0] == ""
 
 
 def test_completion_of_commands_and_seen_nicknames():
