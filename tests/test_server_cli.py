@@ -169,14 +169,17 @@ def test_stop_while_a_client_lags_with_pending_output(start_server, clients):
 
 def test_stop_flushes_pending_output(start_server, clients):
     """Everything relayed before the stop reaches a (slow) reader, then the notice, then EOF."""
-    server = start_server("--no-presence")
+    server = start_server("--no-presence", "--max-sendq", str(1 << 25))
     a, b = join_all(clients, server, 2, presence=False)
     slow = clients(server, rcvbuf=4096)
-    payload = "w" * 100
-    a.send(*(f"{i:04d} {payload}" for i in range(3000)))  # ~300 KB, most of it waits in the server
-    server.wait_for_text(f"{a.nick}: 2999 {payload}", timeout=10)
-    b.lines(3000, timeout=10)
+    count = 20_000
+    payload = "w" * 150
+    # ~3 MB: more than the kernel's buffers take, so most of it waits in the server.
+    a.send(*(f"{i:05d} {payload}" for i in range(count)))
+    b.lines(count, timeout=20)
+    server.wait_for_text(f"{a.nick}: {count - 1:05d} {payload}", timeout=10)
     server.signal(signal.SIGTERM)
     lines = slow.read_to_eof(timeout=10)
-    assert lines == [f"{a.nick}: {i:04d} {payload}" for i in range(3000)] + ["*** Server shutting down"]
+    assert len(lines) == count + 1 and lines[-1] == "*** Server shutting down", (len(lines), lines[-2:])
+    assert lines[:-1] == [f"{a.nick}: {i:05d} {payload}" for i in range(count)]
     assert server.wait(timeout=10) == 0
