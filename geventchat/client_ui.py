@@ -165,6 +165,9 @@ class ChatState:
                     self._drop(nick)
 
 
+_NICK_TAIL_RE = re.compile(r"[A-Za-z0-9_\-\[\]{}|^]*\Z")
+
+
 class ChatCompleter(Completer):
     """Tab completes ``/commands`` at the start of the line, and nicknames seen anywhere."""
 
@@ -180,7 +183,7 @@ class ChatCompleter(Completer):
                 if word.startswith(typed):
                     yield Completion(word + " ", -len(before), display=word, display_meta=spec.summary)
             return
-        word = document.get_word_before_cursor(WORD=True)
+        word = _NICK_TAIL_RE.search(before).group()  # type: ignore[union-attr]
         if not word:
             return
         folded = word.lower()

@@ -562,6 +562,7 @@ def test_completion_of_commands_and_seen_nicknames():
     assert sorted(complete("/M")) == ["/me ", "/msg "]
     assert len(complete("/")) == len(protocol.COMMAND_SPECS)
     assert complete("hi al") == ["Alice"]
+    assert complete("@al") == ["Alice"] and complete("(car") == ["carol"]
     assert complete("/msg b") == ["Bobby"]
     assert complete("hi ") == []
     assert complete("hi zz") == []
