@@ -1,0 +1,370 @@
+"""``python -m bench``: the command line, the summary tables, --compare, --sweep and --idle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+
+from bench.runner import BenchError, Scenario, run
+from bench.servers import ServerProcess, available, find_listener_pid
+
+COMPARE_ORDER = ("geventchat", "threaded", "asyncio", "ncat")
+SWEEP_KEYS = ("clients", "senders", "messages", "size", "rate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Load benchmark for geventchat: N clients in one room, S of them send M numbered, "
+        "time-stamped messages; every receiver checks it got each one exactly once, in order. "
+        "Reports deliveries/s, messages/s, latency p50/p99/max, connect time, losses, CPU use.",
+    )
+    p.add_argument("--host", default=None, help="target a running server at this address (default: start one)")
+    p.add_argument("--port", type=int, default=None, help="port of the running server to target")
+    p.add_argument("--server", default="geventchat", choices=["geventchat", "threaded", "asyncio", "ncat", "lossy"],
+                   help="which server to start when no --host/--port is given (default geventchat)")
+    p.add_argument("--server-pid", type=int, default=0, help="PID of the targeted server, for its CPU and memory")
+    p.add_argument("--clients", type=int, default=100, help="connected clients, all in one room (default 100)")
+    p.add_argument("--senders", type=int, default=None, help="clients that send (default: all of them)")
+    p.add_argument("--messages", type=int, default=200, help="messages per sender (default 200)")
+    p.add_argument("--size", type=int, default=64, help="bytes per message, without the newline (default 64)")
+    p.add_argument("--rate", type=float, default=0.0, help="messages per second per sender (default: as fast as the window allows)")
+    p.add_argument("--window", type=int, default=0,
+                   help="messages a sender may have in flight (default: from the sizes, at most 64)")
+    p.add_argument("--procs", type=int, default=2, help="load-generator worker processes (default 2)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds the message phase may take (default 120)")
+    p.add_argument("--stall", type=float, default=5.0, help="end the run after this many seconds without a delivery (default 5)")
+    p.add_argument("--connect-batch", type=int, default=100,
+                   help="connections opened at once, the next batch after these are welcomed (default 100)")
+    p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all clients to connect (default 60)")
+    p.add_argument("--idle", action="store_true",
+                   help="connect the clients, measure the server's memory per connection, send nothing")
+    p.add_argument("--compare", action="store_true",
+                   help="run the same scenario against geventchat, the threaded and asyncio baselines and ncat --chat")
+    p.add_argument("--servers", default=",".join(COMPARE_ORDER),
+                   help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per server in --compare; the best is kept (default 1)")
+    p.add_argument("--sweep", default=None, metavar="PARAM=V1,V2,...",
+                   help="run a series varying one of clients, senders, messages, size, rate (e.g. clients=10,100,1000)")
+    p.add_argument("--plot", default="bench-sweep.png", help="PNG file for --sweep (default bench-sweep.png)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def scenario_from(args) -> Scenario:
+    return Scenario(
+        clients=args.clients, senders=args.senders, messages=args.messages, size=args.size, rate=args.rate,
+        window=args.window, procs=args.procs, timeout=args.timeout, connect_batch=args.connect_batch,
+        connect_timeout=args.connect_timeout, stall=args.stall, idle=args.idle,
+        progress=not args.no_progress,
+    )
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+def run_on(name: str | None, sc: Scenario, args) -> dict:
+    """One run against a started server ``name``, or against --host/--port when name is None."""
+    if name is None:
+        host = args.host or "127.0.0.1"
+        pid = args.server_pid or find_listener_pid(host, args.port)
+        res = run(sc, host, args.port, pid, label=f"{host}:{args.port}")
+        res["server"] = f"{host}:{args.port}"
+        return res
+    if name == "ncat":
+        # ncat listens with a backlog of 10: more connects at once overflow it and stall
+        sc.connect_batch = min(sc.connect_batch, 8)
+    server = ServerProcess(name, "127.0.0.1", sc.clients)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        raise BenchError(str(exc)) from None
+    try:
+        res = run(sc, server.host, server.port, server.pid, label=name)
+    finally:
+        server.stop()
+    res["server"] = name
+    return res
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def _fmt(v, kind: str = "") -> str:
+    if v is None:
+        return "-"
+    if kind == "int":
+        return f"{int(v):,}"
+    if kind == "rate":
+        return f"{v:,.0f}"
+    if kind == "ms":
+        return f"{v:.2f}"
+    if kind == "s":
+        return f"{v:.2f}"
+    if kind == "kib":
+        return f"{v:.1f}"
+    return str(v)
+
+
+ROWS = [
+    ("deliveries/s", lambda r: r["deliveries_per_s"], "rate"),
+    ("messages/s", lambda r: r["messages_per_s"], "rate"),
+    ("latency p50 ms", lambda r: r["latency_ms"]["p50"], "ms"),
+    ("latency p99 ms", lambda r: r["latency_ms"]["p99"], "ms"),
+    ("latency max ms", lambda r: r["latency_ms"]["max"], "ms"),
+    ("connect s", lambda r: r["connect_s"], "s"),
+    ("expected", lambda r: r["expected"], "int"),
+    ("delivered", lambda r: r["delivered"], "int"),
+    ("lost", lambda r: r["lost"], "int"),
+    ("duplicates", lambda r: r["duplicates"], "int"),
+    ("reordered", lambda r: r["reordered"], "int"),
+    ("server CPU s", lambda r: r["server_cpu_s"], "s"),
+    ("server cores busy", lambda r: r["server_cores"], "s"),
+    ("deliveries/server-CPU-s", lambda r: r["deliveries_per_server_cpu_s"], "rate"),
+    ("generator CPU s", lambda r: r["generator_cpu_s"], "s"),
+    ("generator cores busy", lambda r: r["generator_cores"], "s"),
+    ("server RSS/client KiB", lambda r: r["server_rss_per_client_kib"], "kib"),
+]
+
+IDLE_ROWS = [
+    ("connect s", lambda r: r["connect_s"], "s"),
+    ("server RSS before KiB", lambda r: r["server_rss_before_kib"], "int"),
+    ("server RSS after KiB", lambda r: r["server_rss_after_connect_kib"], "int"),
+    ("server RSS/client KiB", lambda r: r["server_rss_per_client_kib"], "kib"),
+    ("failed to connect", lambda r: r["connect_failed"], "int"),
+]
+
+
+def table(results: list[dict], idle: bool = False) -> str:
+    rows = IDLE_ROWS if idle else ROWS
+    names = [r["server"] for r in results]
+    head = ["figure"] + names
+    body = []
+    for title, get, kind in rows:
+        line = [title]
+        for r in results:
+            try:
+                line.append(_fmt(get(r), kind))
+            except (KeyError, TypeError):
+                line.append("-")
+        body.append(line)
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+    out = ["  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(head))]
+    out.append("  ".join("-" * w for w in widths))
+    for row in body:
+        out.append("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+    return "\n".join(out)
+
+
+def ratios(results: list[dict], idle: bool = False) -> dict:
+    """geventchat's figures relative to each other server (higher is better for geventchat)."""
+    ref = next((r for r in results if r["server"] == "geventchat"), None)
+    out = {}
+    if ref is None:
+        return out
+    for r in results:
+        if r is ref:
+            continue
+        entry = {}
+        if idle:
+            a, b = ref.get("server_rss_per_client_kib"), r.get("server_rss_per_client_kib")
+            if a and b:
+                entry["memory_per_client_x_smaller"] = b / a
+        else:
+            if r["deliveries_per_s"]:
+                entry["deliveries_per_s_x"] = ref["deliveries_per_s"] / r["deliveries_per_s"]
+            if ref["latency_ms"]["p99"]:
+                entry["p99_x_lower"] = r["latency_ms"]["p99"] / ref["latency_ms"]["p99"]
+            a, b = ref.get("deliveries_per_server_cpu_s"), r.get("deliveries_per_server_cpu_s")
+            if a and b:
+                entry["efficiency_x"] = a / b
+        out[r["server"]] = entry
+    return out
+
+
+def print_ratios(rt: dict) -> None:
+    if not rt:
+        return
+    print("\ngeventchat relative to each (>1 means geventchat is better):")
+    for name, entry in rt.items():
+        parts = []
+        if "deliveries_per_s_x" in entry:
+            parts.append(f"deliveries/s x{entry['deliveries_per_s_x']:.2f}")
+        if "p99_x_lower" in entry:
+            parts.append(f"p99 x{entry['p99_x_lower']:.2f} lower")
+        if "efficiency_x" in entry:
+            parts.append(f"deliveries per server-CPU-s x{entry['efficiency_x']:.2f}")
+        if "memory_per_client_x_smaller" in entry:
+            parts.append(f"memory per client x{entry['memory_per_client_x_smaller']:.2f} smaller")
+        print(f"  vs {name}: " + ", ".join(parts))
+
+
+def verdict(res: dict) -> str:
+    bad = []
+    for key in ("lost", "duplicates", "reordered", "unexpected", "connect_failed"):
+        if res.get(key):
+            bad.append(f"{key} {res[key]:,}")
+    return "OK: every delivery arrived once and in order" if not bad else "FAILED: " + ", ".join(bad)
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, default=float)
+        fh.write("\n")
+
+
+# ---------------------------------------------------------------------------- modes
+
+
+def parse_sweep(spec: str) -> tuple[str, list]:
+    if "=" not in spec:
+        raise BenchError("--sweep needs PARAM=V1,V2,... e.g. clients=10,100,1000")
+    key, values = spec.split("=", 1)
+    key = key.strip()
+    if key not in SWEEP_KEYS:
+        raise BenchError(f"--sweep: PARAM must be one of {', '.join(SWEEP_KEYS)}")
+    try:
+        vals = [float(v) if key == "rate" else int(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise BenchError(f"--sweep: bad values {values!r}") from None
+    if not vals:
+        raise BenchError("--sweep: no values")
+    return key, vals
+
+
+def plot_sweep(key: str, results: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    servers = []
+    for r in results:
+        if r["server"] not in servers:
+            servers.append(r["server"])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in servers:
+        rs = [r for r in results if r["server"] == name]
+        xs = [r["sweep_value"] for r in rs]
+        ax1.plot(xs, [r["deliveries_per_s"] for r in rs], marker="o", label=name)
+        ax2.plot(xs, [r["latency_ms"]["p99"] for r in rs], marker="o", label=name)
+    for ax, title in ((ax1, "throughput (deliveries/s)"), (ax2, "latency p99 (ms)")):
+        ax.set_xlabel(key)
+        ax.set_title(title)
+        if key in ("clients", "senders"):
+            ax.set_xscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    sc = results[0]
+    fig.suptitle(f"python -m bench --sweep {key}: {sc['messages']} msgs x {sc['size']} B per sender")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.host is None) != (args.port is None):
+        if args.port is None:
+            parser.error("--host needs --port")
+        args.host = "127.0.0.1"
+    for name in ("clients", "messages"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    raise_fd_limit()
+    try:
+        return _main(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(args) -> int:
+    sc = scenario_from(args)
+    target = args.port is not None
+    if args.compare and target:
+        raise BenchError("--compare starts its own servers: leave out --host/--port")
+
+    if args.sweep:
+        key, values = parse_sweep(args.sweep)
+        names = _compare_names(args) if args.compare else [None if target else args.server]
+        results = []
+        for v in values:
+            for name in names:
+                sc_v = scenario_from(args)
+                setattr(sc_v, key, v)
+                res = run_on(name, sc_v, args)
+                res["sweep_value"] = v
+                results.append(res)
+                print(f"{res['server']} {key}={v}: {res['deliveries_per_s']:,.0f} deliveries/s, "
+                      f"p99 {res['latency_ms']['p99']:.2f} ms, {verdict(res)}", flush=True)
+        plot_sweep(key, results, args.plot)
+        print(f"\nplot written to {args.plot}")
+        if args.json:
+            write_json(args.json, {**_headline(results[0]), "sweep": key, "runs": results})
+        return 0 if all(r["ok"] for r in results) else 1
+
+    if args.compare:
+        names = _compare_names(args)
+        results = []
+        print(f"scenario: {sc.describe()}, {sc.procs} generator processes, window {sc.auto_window()}", flush=True)
+        for name in names:
+            best = None
+            for _ in range(max(1, args.repeat)):
+                res = run_on(name, scenario_from(args), args)
+                if best is None or (res["deliveries_per_s"] > best["deliveries_per_s"] and res["ok"]):
+                    best = res
+            results.append(best)
+            print(f"{name}: {verdict(best)}", flush=True)
+            for w in best["warnings"]:
+                print(f"  warning: {w}", flush=True)
+        print()
+        print(table(results, idle=sc.idle))
+        rt = ratios(results, idle=sc.idle)
+        print_ratios(rt)
+        if args.json:
+            write_json(args.json, {**_headline(results[0]), "compare": results, "ratios": rt})
+        return 0 if all(r["ok"] for r in results) else 1
+
+    res = run_on(None if target else args.server, sc, args)
+    print(f"scenario: {res['scenario']}, {res['procs']} generator processes, window {res['window']}")
+    print(table([res], idle=sc.idle))
+    for w in res["warnings"]:
+        print(f"warning: {w}")
+    print(verdict(res))
+    if args.json:
+        write_json(args.json, res)
+    return 0 if res["ok"] else 1
+
+
+def _compare_names(args) -> list[str]:
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    out = []
+    for n in names:
+        if not available(n):
+            print(f"note: {n} is not available here, skipped", file=sys.stderr)
+            continue
+        out.append(n)
+    if not out:
+        raise BenchError("no server to compare")
+    return out
+
+
+def _headline(res: dict) -> dict:
+    keys = ("expected", "delivered", "lost", "duplicates", "reordered", "deliveries_per_s", "messages_per_s",
+            "latency_ms", "connect_s", "server_cpu_s", "generator_cpu_s", "deliveries_per_server_cpu_s")
+    return {k: res.get(k) for k in keys}
