@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import NICK_RE, WAIT, ChatClient, join_all
 
@@ -463,3 +466,52 @@ def test_no_presence(start_server, clients):
     server.wait_for_text(f"Client 127.0.0.1:{b.port} disconnected")
     server.wait_for_text(f"Client 127.0.0.1:{c.port} disconnected")
     a.expect_nothing()
+
+
+# ------------------------------------------------------------- framing over real TCP
+
+_LINE_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="\x85"),
+    max_size=40,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.tuples(_LINE_TEXT, st.booleans()), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(min_value=1, max_value=2000), max_size=12),
+)
+def test_any_split_of_the_stream_gives_the_same_lines(start_server, clients, lines, cuts):
+    """However the bytes are cut into TCP segments, the same lines are relayed; lines over
+    --max-line (here 64 bytes) are refused to the sender alone."""
+    server = _framing_server(start_server, clients)
+    a, b = server.pair
+    stream = b"".join(b"L" + text.encode("utf-8") + (b"\r\n" if crlf else b"\n") for text, crlf in lines)
+    positions = sorted({cut % len(stream) for cut in cuts} - {0})
+    pieces = [stream[i:j] for i, j in zip([0, *positions], [*positions, len(stream)])]
+    for piece in pieces:
+        a.send_raw(piece)
+        time.sleep(0.001)  # TCP_NODELAY on the client: mostly separate segments
+    expected_b: list[str] = []
+    expected_a: list[str] = []
+    for text, _ in lines:
+        if len(("L" + text).encode("utf-8")) > 64:
+            expected_a.append("*** Error: line too long (more than 64 bytes); it was discarded")
+        else:
+            expected_b.append(f"{a.nick}: L{text}")
+    assert a.sync() == expected_a
+    assert b.sync() == expected_b
+
+
+def _framing_server(start_server, clients):
+    # One server and one pair of clients for every example (hypothesis calls the test many
+    # times within one fixture scope); the fixtures still end them at teardown.
+    server = getattr(start_server, "framing_server", None)
+    if server is None:
+        server = start_server("--no-presence", "--max-line", "64")
+        a = clients(server)
+        b = clients(server)
+        a.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server.pair = (a, b)
+        start_server.framing_server = server
+    return server

@@ -297,17 +297,28 @@ def test_broadcast_to_300_clients(quiet_server, clients):
 
 def test_rate_limit_throttles_without_loss(start_server, clients):
     server = start_server("--rate", "20", "--burst", "5", "--no-presence")
-    a, b = join_all(clients, server, 2, presence=False)
+    a, b, c = join_all(clients, server, 3, presence=False)
     lines = [f"burst line {i:02d}" for i in range(60)]
     started = time.monotonic()
     a.send(*lines)
-    got = b.lines(60, timeout=20)
+    # While a is held back, another client is not: its line comes through at once.
+    time.sleep(0.5)
+    c_sent = time.monotonic()
+    c.send("not throttled")
+    before, _ = b.until(lambda line: line == f"{c.nick}: not throttled", timeout=10)
+    c_latency = time.monotonic() - c_sent
+    rest = b.lines(60 - len(before), timeout=20)
     elapsed = time.monotonic() - started
-    assert got == [f"{a.nick}: {text}" for text in lines]
+    assert before + rest == [f"{a.nick}: {text}" for text in lines]
+    assert len(before) < 60, "a was not throttled at all"
+    assert c_latency < 1.0, f"another client's line took {c_latency:.2f}s while a was throttled"
     # 55 lines beyond the burst at 20 per second: about 2.75 s; allow for scheduling.
     assert elapsed >= 2.0, f"60 lines at --rate 20 --burst 5 took only {elapsed:.2f}s"
-    b.expect_nothing()
-    a.expect_nothing()
+    a.expect(f"{c.nick}: not throttled")
+    for client in (a, b):
+        client.expect_nothing()
+    assert c.lines(60, timeout=5) == [f"{a.nick}: {text}" for text in lines]
+    c.expect_nothing()
 
 
 def test_no_rate_limit_by_default(quiet_server, clients):
