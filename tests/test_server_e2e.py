@@ -197,6 +197,7 @@ def test_nick_change(server, clients):
     b.expect(f"*** {old} is now known as Alice")
     a.send("hi as alice")
     b.expect("Alice: hi as alice")
+    server.wait_for_text("Alice: hi as alice")
     # The old name is free again.
     b.send(f"/nick {old}")
     b.expect(f"*** You are now known as {old}")
@@ -429,6 +430,18 @@ def test_exit_and_quit(server, clients):
     assert c.read_to_eof() == []
     d.expect(f"*** {c.nick} quit (gone fishing)")
     d.expect_nothing()
+
+
+def test_replies_before_exit_are_delivered_and_later_input_ignored(server, clients):
+    a, b = join_all(clients, server, 2)
+    # Replies queued before the exit reach the client; lines after it are not acted on,
+    # and the unread input does not make the close destroy the replies (no reset).
+    a.send_raw(b"/help\r\nlast message\r\nexit\r\nafter exit\r\n/nick Ghost\r\n")
+    lines = a.read_to_eof()
+    assert lines and lines[0] == "*** Commands:"
+    assert all(line.startswith("*** ") for line in lines), lines
+    b.expect(f"{a.nick}: last message", f"*** {a.nick} quit")
+    b.expect_nothing()
 
 
 def test_presence_lines(server, clients):
