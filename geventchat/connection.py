@@ -217,9 +217,9 @@ class Connection:
             hub.add(self, str(self.address[1]))
             framer = protocol.LineFramer(settings.max_line)
             bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate)) if settings.rate > 0 else None
-            recv = self.sock.recv
+            receive = self._receive
             while not self._closed:
-                data = recv(limits.RECV_SIZE)
+                data = receive()
                 if not data:
                     break
                 for event in framer.receive_data(data):
@@ -247,6 +247,26 @@ class Connection:
                 log.info("Client %s disconnected (%s)", self.peer, self._drop_reason)
             else:
                 log.info("Client %s disconnected", self.peer)
+
+    def _receive(self) -> bytes:
+        """The next chunk of input, read only when the event loop says it is there.
+
+        gevent's ``recv`` returns at once when data is waiting, so a client that never
+        pauses would keep its greenlet running: the flushes it queued for everyone else,
+        and every other reader, would wait behind it. Waiting for the loop's readiness
+        report first gives each connection one chunk per loop turn, and the flushes of that
+        turn run before anyone reads again. (It also spares the failing recv an idle
+        socket would otherwise make before waiting.)
+        """
+        sock = self.sock
+        if self._try_send is not None:
+            sock._wait(sock._read_event)  # gevent's own wait, as used inside its recv
+            return sock.recv(limits.RECV_SIZE)
+        # Other transports (TLS) may hold decrypted input the descriptor does not show:
+        # read first, then yield to the loop.
+        data = sock.recv(limits.RECV_SIZE)
+        gevent.sleep(0)
+        return data
 
     def _act(self, event: protocol.FramerEvent) -> protocol.Quit | None:
         """Carry out one line; return the Quit request if the client leaves."""
