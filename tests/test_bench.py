@@ -61,3 +61,165 @@ def test_baseline_relays_seed_format_and_stops_on_sigterm(name):
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Server stopped" in out
+
+
+# ----------------------------------------------------------------------------- the checker
+
+from bench.worker import Plan, Worker, format_message  # noqa: E402
+
+
+def make_worker(senders: int = 3, messages: int = 50, clients: int = 4) -> Worker:
+    plan = Plan(
+        host="127.0.0.1", port=1, indices=list(range(clients)), clients=clients, senders=senders,
+        messages=messages, size=64, window=8, rate=0, base_ns=time.monotonic_ns(), connect_batch=10,
+        connect_timeout=1, sample_every=1,
+    )
+    return Worker(plan, None)
+
+
+def lines(pairs, nick=b"40000: ") -> bytes:
+    return b"".join(nick + format_message(s, q, 0, b"pad") for s, q in pairs)
+
+
+def interleaved(senders, messages):
+    return [(s, q) for q in range(messages) for s in senders]
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 100])  # the per-line path and the numpy path
+def test_checker_accepts_in_order_deliveries_in_any_chunking(chunk):
+    w = make_worker()
+    receiver = w.clients[3]  # not a sender: expects 3 x 50
+    data = b"*** Welcome, 40000! You are in lobby. Type /help for commands.\n" + lines(interleaved([0, 1, 2], 50))
+    for i in range(0, len(data), chunk * 41 + 7):  # cuts fall mid-line too
+        w.on_data(receiver, data[i : i + chunk * 41 + 7])
+    assert receiver.got == receiver.expected == 150
+    assert (w.stats.duplicates, w.stats.reordered, w.stats.unexpected) == (0, 0, 0)
+    assert w.stats.other_lines == 1
+    assert w.result(0.0)["lost"] == 3 * 2 * 50  # the three senders, who got nothing, expect 100 each
+
+
+@pytest.mark.parametrize("chunk", [3, 1000])
+def test_checker_classifies_loss_duplicates_reordering_and_echo(chunk):
+    w = make_worker()
+    receiver = w.clients[0]  # sender 0 itself: expects 2 x 50 from senders 1 and 2
+    pairs = interleaved([1, 2], 50)
+    pairs.remove((1, 10))  # lost
+    pairs.insert(20, (2, 3))  # duplicate
+    i = pairs.index((2, 30))
+    pairs[i], pairs[i + 1] = pairs[i + 1], pairs[i]  # (2,30) and (1,31) swap: no reordering per sender
+    j = pairs.index((2, 40))
+    pairs.insert(pairs.index((2, 42)) + 1, pairs.pop(j))  # (2,40) arrives after (2,42)
+    pairs.append((0, 7))  # its own line echoed back
+    data = lines(pairs)
+    step = chunk * 41
+    for k in range(0, len(data), step):
+        w.on_data(receiver, data[k : k + step])
+    res = w.result(0.0)
+    assert receiver.got == 99
+    assert w.stats.duplicates == 1
+    assert w.stats.reordered == 1
+    assert w.stats.unexpected == 1
+    assert res["lost"] >= 1
+
+
+# ----------------------------------------------------------------------------- whole runs
+
+
+def server_under_test() -> str:
+    try:
+        import geventchat.server  # noqa: F401
+
+        return "geventchat"
+    except ImportError:  # until the server exists, the benchmark is checked on the baseline
+        return "threaded"
+
+
+def run_bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", "--no-progress", *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+JSON_KEYS = {"expected", "delivered", "lost", "duplicates", "deliveries_per_s", "messages_per_s",
+             "latency_ms", "connect_s", "reordered", "server_cpu_s", "generator_cpu_s"}
+
+
+@pytest.mark.timeout(60)
+def test_small_run_against_the_real_server_delivers_exactly(tmp_path):
+    out = tmp_path / "run.json"
+    proc = run_bench("--server", server_under_test(), "--clients", "12", "--senders", "4", "--messages", "30",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    res = json.loads(out.read_text())
+    assert JSON_KEYS <= set(res)
+    assert set(res["latency_ms"]) >= {"p50", "p99", "max"}
+    assert res["expected"] == 4 * 30 * 11
+    assert res["delivered"] == res["expected"]
+    assert res["lost"] == res["duplicates"] == res["reordered"] == 0
+    assert res["deliveries_per_s"] > 0 and res["latency_ms"]["max"] >= res["latency_ms"]["p50"] > 0
+    assert "OK: every delivery arrived once and in order" in proc.stdout
+    assert "deliveries/s" in proc.stdout and "latency p99 ms" in proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_targets_a_running_server_by_host_and_port():
+    server, port = start_module("bench.baselines.asyncio_server")
+    try:
+        proc = run_bench("--host", "127.0.0.1", "--port", str(port), "--clients", "5", "--messages", "20")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=10)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"delivered\s+400\b", proc.stdout), proc.stdout
+    assert re.search(r"server CPU s\s+\d", proc.stdout), "the server's PID was found by its port"
+
+
+@pytest.mark.timeout(60)
+def test_a_lossy_server_makes_it_fail_and_report_the_loss(tmp_path):
+    out = tmp_path / "lossy.json"
+    proc = run_bench("--server", "lossy", "--clients", "5", "--messages", "40", "--stall", "1", "--json", str(out))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["lost"] > 0
+    assert res["delivered"] + res["lost"] == res["expected"] == 5 * 40 * 4
+    assert "FAILED: lost" in proc.stdout
+
+
+@pytest.mark.timeout(90)
+def test_compare_runs_the_baselines(tmp_path):
+    out = tmp_path / "compare.json"
+    servers = ",".join([server_under_test(), "threaded", "asyncio"] if server_under_test() == "geventchat"
+                       else ["threaded", "asyncio"])
+    proc = run_bench("--compare", "--servers", servers, "--clients", "6", "--messages", "20", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    res = json.loads(out.read_text())
+    assert [r["server"] for r in res["compare"]] == servers.split(",")
+    for r in res["compare"]:
+        assert r["delivered"] == r["expected"] == 6 * 20 * 5
+    assert "threaded" in proc.stdout and "asyncio" in proc.stdout
+    if server_under_test() == "geventchat":
+        assert "geventchat relative to each" in proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_sweep_draws_a_png_and_idle_measures_memory(tmp_path):
+    png = tmp_path / "sweep.png"
+    proc = run_bench("--server", "asyncio", "--sweep", "clients=3,6", "--messages", "10", "--plot", str(png))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    proc = run_bench("--server", "asyncio", "--idle", "--clients", "50")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"server RSS/client KiB\s+-?\d", proc.stdout), proc.stdout
+
+
+def test_bad_flags_exit_non_zero():
+    proc = run_bench("--size", "10", "--clients", "2", "--messages", "1", "--server", "asyncio")
+    assert proc.returncode == 2
+    assert "--size must be at least" in proc.stderr
