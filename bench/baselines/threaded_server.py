@@ -38,9 +38,11 @@ class Server:
         port = addr[1]
         prefix = f"{port}: ".encode()
         try:
-            conn.sendall(welcome(str(port)))
-            with self.lock:
-                self.clients[conn] = threading.Lock()
+            send_lock = threading.Lock()
+            with send_lock:  # a member before the welcome: the welcome promises it
+                with self.lock:
+                    self.clients[conn] = send_lock
+                conn.sendall(welcome(str(port)))
             reader = conn.makefile("rb")
             for raw in reader:
                 line = raw.rstrip(b"\r\n")
