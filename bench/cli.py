@@ -133,6 +133,7 @@ ROWS = [
     ("deliveries/server-CPU-s", lambda r: r["deliveries_per_server_cpu_s"], "rate"),
     ("generator CPU s", lambda r: r["generator_cpu_s"], "s"),
     ("generator cores busy", lambda r: r["generator_cores"], "s"),
+    ("other load, cores", lambda r: r["other_cores_busy"], "s"),
     ("server RSS/client KiB", lambda r: r["server_rss_per_client_kib"], "kib"),
 ]
 
@@ -210,6 +211,10 @@ def print_ratios(rt: dict) -> None:
 
 
 def verdict(res: dict) -> str:
+    if res.get("senders") == 0:
+        if res.get("connect_failed"):
+            return f"FAILED: {res['connect_failed']:,} of {res['clients']:,} clients could not connect"
+        return f"OK: all {res['clients']:,} clients connected"
     bad = []
     for key in ("lost", "duplicates", "reordered", "unexpected", "connect_failed"):
         if res.get(key):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 
 import numpy as np
+import psutil
 
 from bench.servers import ServerMeter
 from bench.worker import HEADER, MAX_SENDERS, Plan, run_worker
@@ -151,6 +152,7 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
 
     # ---------------------------------------------------------------- run phase
     cpu0 = meter.cpu()
+    sys0 = psutil.cpu_times()
     t_go = time.monotonic_ns()
     for pipe in pipes:
         pipe.send(("go", t_go))
@@ -187,6 +189,7 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
         if any(not p.is_alive() for p in procs):
             raise BenchError("a load-generator worker died during the run")
     cpu1 = meter.cpu()
+    sys1 = psutil.cpu_times()
     t_stop = time.monotonic_ns()
     bar.close()
     for pipe in pipes:
@@ -203,11 +206,16 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
     if len(results) < K:
         raise BenchError("a load-generator worker did not report")
     return _summarise(sc, list(results.values()), expected, N, S, K, t_go, t_stop, cpu0, cpu1,
-                      connect_s, connect_failed, connect_error, rss0, rss1, ended)
+                      connect_s, connect_failed, connect_error, rss0, rss1, ended,
+                      _busy(sys1) - _busy(sys0))
+
+
+def _busy(t) -> float:
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
 def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s, connect_failed,
-               connect_error, rss0, rss1, ended) -> dict:
+               connect_error, rss0, rss1, ended, machine_busy) -> dict:
     delivered = sum(p["delivered"] for p in parts)
     last = max((p["last_recv_ns"] for p in parts), default=0)
     wall = max(1e-9, (t_stop - t_go) / 1e9)
@@ -226,6 +234,9 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
     if not sc.idle and server_cpu is not None and (gen_cpu + server_cpu) > 0.9 * cores * wall:
         warnings.append(f"all {cores} cores were busy (generator {gen_cpu / wall:.2f} + server "
                         f"{server_cpu / wall:.2f} cores): server and generator competed for CPU")
+    other = (machine_busy - gen_cpu - (server_cpu or 0.0)) / wall
+    if not sc.idle and other > 0.25:
+        warnings.append(f"other processes used {other:.2f} cores during the run: figures are noisy")
     if connect_failed:
         warnings.append(f"{connect_failed} clients failed to connect: {connect_error}")
     disconnected = sum(p["disconnected"] for p in parts) - connect_failed
@@ -268,10 +279,13 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
         "generator_worker_util": [round(u, 3) for u in worker_util],
         "server_cpu_s": server_cpu,
         "server_cores": (server_cpu / wall) if server_cpu is not None else None,
+        "machine_cores_busy": machine_busy / wall,
+        # CPU used meanwhile by neither the server nor the generator (other work on the machine)
+        "other_cores_busy": max(0.0, (machine_busy - gen_cpu - (server_cpu or 0.0)) / wall),
         "deliveries_per_server_cpu_s": (delivered / server_cpu) if server_cpu else None,
         "server_rss_before_kib": (rss0 // 1024) if rss0 is not None else None,
         "server_rss_after_connect_kib": (rss1 // 1024) if rss1 is not None else None,
-        "server_rss_per_client_kib": ((rss1 - rss0) / 1024 / N) if (rss0 is not None and rss1 is not None and N) else None,
+        "server_rss_per_client_kib": ((rss1 - rss0) / 1024 / N) if (rss0 and rss1 and N and not connect_failed) else None,
         "ended": ended,
         "warnings": warnings,
     }
