@@ -263,7 +263,8 @@ def plot_sweep(key: str, results: list[dict], path: str) -> None:
         xs = [r["sweep_value"] for r in rs]
         ax1.plot(xs, [r["deliveries_per_s"] for r in rs], marker="o", label=name)
         ax2.plot(xs, [r["latency_ms"]["p99"] for r in rs], marker="o", label=name)
-    for ax, title in ((ax1, "throughput (deliveries/s)"), (ax2, "latency p99 (ms)")):
+    ax2.set_yscale("log")
+    for ax, title in ((ax1, "throughput (deliveries/s)"), (ax2, "latency p99 (ms, log)")):
         ax.set_xlabel(key)
         ax.set_title(title)
         if key in ("clients", "senders"):
@@ -271,7 +272,9 @@ def plot_sweep(key: str, results: list[dict], path: str) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend()
     sc = results[0]
-    fig.suptitle(f"python -m bench --sweep {key}: {sc['messages']} msgs x {sc['size']} B per sender")
+    fixed = {"clients": sc["clients"], "senders": sc["senders"], "messages": sc["messages"], "size": sc["size"]}
+    fixed.pop(key, None)
+    fig.suptitle(f"python -m bench --sweep {key}=...: " + ", ".join(f"{k} {v}" for k, v in fixed.items()))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
