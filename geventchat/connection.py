@@ -24,6 +24,7 @@ import socket
 import time
 
 import gevent
+from gevent import socket as gsocket
 
 from . import commands, limits, protocol
 from .config import Settings
@@ -79,10 +80,12 @@ class Connection:
         self._flush_scheduled = False  # a flush callback or the writer greenlet will send
         self._writer: gevent.Greenlet | None = None
         # A plain gevent socket wraps a non-blocking _socket.socket: sending on that one
-        # directly never blocks, so the flush can run as a loop callback. Other transports
-        # (TLS) always go through the writer greenlet.
+        # directly never blocks, so the flush can run as a loop callback. Any other
+        # transport always goes through the writer greenlet: an SSLSocket has a raw
+        # _sock too, and writing to that would bypass the encryption.
         raw = getattr(sock, "_sock", None)
-        self._try_send = raw.send if isinstance(raw, _socket.socket) else None
+        plain = type(sock) is gsocket.socket and isinstance(raw, _socket.socket)
+        self._try_send = raw.send if plain else None
         self._run_callback = gevent.get_hub().loop.run_callback
         self._closed = False
         self._finishing = False  # the reader is past its loop, closing
@@ -128,7 +131,7 @@ class Connection:
         if self._try_send is None:
             self._writer = gevent.spawn(self._drain)
             return
-        data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+        data = self._encode(outbox)
         outbox.clear()
         try:
             sent = self._try_send(data)
@@ -151,7 +154,7 @@ class Connection:
         outbox = self._outbox
         try:
             while outbox and not self._closed:
-                data = outbox[0] if len(outbox) == 1 else b"".join(outbox)
+                data = self._encode(outbox)
                 outbox.clear()
                 view = memoryview(data)
                 while view:
@@ -192,7 +195,7 @@ class Connection:
                 continue
             if not self._outbox:
                 return
-            data = b"".join(self._outbox)
+            data = self._encode(self._outbox)
             self._outbox.clear()
             self.sock.sendall(data)
             self._pending -= len(data)
@@ -215,7 +218,7 @@ class Connection:
         announce = True
         try:
             hub.add(self, str(self.address[1]))
-            framer = protocol.LineFramer(settings.max_line)
+            framer = self._new_framer()
             bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate)) if settings.rate > 0 else None
             receive = self._receive
             while not self._closed:
@@ -247,6 +250,19 @@ class Connection:
                 log.info("Client %s disconnected (%s)", self.peer, self._drop_reason)
             else:
                 log.info("Client %s disconnected", self.peer)
+
+    # ------------------------------------------------------ transport extension points
+    # A transport that is not plain lines over a byte stream (WebSocket) subclasses
+    # Connection and overrides these three; everything else (hub, limits, lifecycle) is
+    # shared.
+
+    def _new_framer(self) -> protocol.LineFramer:
+        """What turns received bytes into line events (``receive_data(bytes) -> list``)."""
+        return protocol.LineFramer(self.settings.max_line)
+
+    def _encode(self, lines: list[bytes]) -> bytes:
+        """The bytes to send for queued lines (each a complete line ending in newline)."""
+        return lines[0] if len(lines) == 1 else b"".join(lines)
 
     def _receive(self) -> bytes:
         """The next chunk of input, read only when the event loop says it is there.
