@@ -31,6 +31,18 @@ WELCOME_RE = re.compile(r"^\*\*\* Welcome, (\S+)! You are in (\S+)\. Type /help 
 NICK_RE = re.compile(r"^[A-Za-z0-9_\-\[\]{}|^]{1,32}$")
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL the server if the test process dies first, so
+    that an interrupted run leaves no server behind (teardown kills it otherwise)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
 def server_command(*args: str) -> list[str]:
     return [sys.executable, "-u", "-m", "geventchat.server", *args]
 
@@ -66,6 +78,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.pid = self.proc.pid
         self._stdout: list[str] = []
