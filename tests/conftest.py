@@ -239,6 +239,7 @@ class ChatClient:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delays
         sock.settimeout(timeout)
         sock.connect((HOST, port))
         self.sock = sock

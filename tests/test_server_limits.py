@@ -172,6 +172,26 @@ def test_client_that_never_reads_is_dropped(start_server, clients):
     assert server.proc.poll() is None
 
 
+def test_bytes_in_the_kernel_do_not_count_against_the_send_queue(start_server, clients):
+    """--max-sendq counts what waits in the server, not what the kernel already holds: a
+    client that is merely slow to read, with everything sitting in its socket buffer, is
+    not dropped although it has been sent several times --max-sendq."""
+    server = start_server("--max-sendq", "8192", "--no-presence")
+    sender = clients(server)
+    idle = clients(server)  # reads nothing until the end
+    payload = "k" * 1000
+    sent = 0
+    for step in range(12):  # 48 KB in 4 KB steps: far below a loopback socket's buffers
+        sender.send(*(f"{sent + i:03d} {payload}" for i in range(4)))
+        sent += 4
+        sender.expect_nothing()  # paced by the server having read each step
+        time.sleep(0.02)
+    assert server.count_text(f"Client 127.0.0.1:{idle.port} disconnected (send queue exceeded)") == 0
+    got = idle.lines(sent, timeout=10)
+    assert got == [f"{sender.nick}: {i:03d} {payload}" for i in range(sent)]
+    idle.expect_nothing()
+
+
 # ---------------------------------------------------------------------- server full
 
 
