@@ -4,13 +4,16 @@ flags, startup errors, the listening line, and a clean stop on SIGTERM and SIGIN
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import HOST, LISTENING_RE, ServerProcess, join_all, run_server_command
+from conftest import HOST, LISTENING_RE, ROOT, ServerProcess, join_all, run_server_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -186,3 +189,20 @@ def test_stop_flushes_pending_output(start_server, clients):
     assert len(lines) == count + 1 and lines[-1] == "*** Server shutting down", (len(lines), lines[-2:])
     assert lines[:-1] == [f"{a.nick}: {i:05d} {payload}" for i in range(count)]
     assert server.wait(timeout=10) == 0
+
+
+def test_console_script_entry_point():
+    """pyproject's geventchat-server script points at a main that takes the same flags."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    target = scripts["geventchat-server"]
+    module, _, func = target.partition(":")
+    code = f"import sys; from {module} import {func} as main; sys.argv[0] = 'geventchat-server'; sys.exit(main())"
+    result = subprocess.run([sys.executable, "-c", code, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert "--max-sendq" in result.stdout
+    installed = shutil.which("geventchat-server")
+    if installed:  # when the package is installed, the real script too
+        result = subprocess.run([installed, "--help"], capture_output=True, text=True, timeout=20)
+        assert result.returncode == 0, result.stderr
+        assert "--max-sendq" in result.stdout
