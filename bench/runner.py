@@ -92,6 +92,7 @@ def run(sc: Scenario, host: str, port: int, server_pid: int = 0, label: str = ""
                 messages=sc.messages, size=sc.size, window=sc.auto_window(), rate=sc.rate,
                 base_ns=base_ns, connect_batch=max(1, sc.connect_batch // K),
                 connect_timeout=sc.connect_timeout, sample_every=sample_every, coalesce=sc.coalesce,
+                run_limit=sc.timeout + 120,
             )
             parent, child = ctx.Pipe()
             p = ctx.Process(target=run_worker, args=(plan, child), daemon=True, name=f"bench-worker-{k}")

@@ -64,6 +64,7 @@ class Plan:
     connect_timeout: float
     sample_every: int  # keep every Nth latency sample (1 = all)
     coalesce: float = 0.0  # seconds to wait when lines arrive one per read (0 = never)
+    run_limit: float = 3600.0  # seconds after "go" when the worker stops by itself
 
 
 class Client:
@@ -212,7 +213,11 @@ class Worker:
 
     def on_control(self) -> None:
         while self.control.poll():
-            msg = self.control.recv()
+            try:
+                msg = self.control.recv()
+            except (EOFError, OSError):  # the parent is gone: stop
+                self.stopping = True
+                return
             if msg[0] == "go":
                 self.go = True
                 self.t_go_ns = msg[1]
@@ -475,12 +480,12 @@ def run_worker(plan: Plan, control) -> None:
     control.send(("connected", t0, t1, failed, err))
     w.sel.register(control, selectors.EVENT_READ, None)
     # wait for "go", keep reading (late notices) meanwhile
-    limit = time.monotonic() + 600
+    limit = time.monotonic() + plan.connect_timeout + 120
     while not w.go and not w.stopping and time.monotonic() < limit:
         w.poll(0.1)
     cpu0 = _cpu()
     next_report = 0.0
-    limit = time.monotonic() + 24 * 3600
+    limit = time.monotonic() + plan.run_limit
     timeout = 0.002 if plan.rate > 0 else 0.05
     lines = 0
     while not w.stopping and time.monotonic() < limit:

@@ -219,7 +219,28 @@ def test_sweep_draws_a_png_and_idle_measures_memory(tmp_path):
     assert re.search(r"server RSS/client KiB\s+-?\d", proc.stdout), proc.stdout
 
 
+@pytest.mark.timeout(30)
+def test_rate_paces_the_senders(tmp_path):
+    out = tmp_path / "rate.json"
+    proc = run_bench("--server", "asyncio", "--clients", "4", "--senders", "2", "--messages", "15", "--rate", "50",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    res = json.loads(out.read_text())
+    assert res["delivered"] == 2 * 15 * 3
+    assert res["duration_s"] >= 14 / 50 * 0.9  # 15 messages at 50/s take at least 0.28 s
+
+
 def test_bad_flags_exit_non_zero():
     proc = run_bench("--size", "10", "--clients", "2", "--messages", "1", "--server", "asyncio")
     assert proc.returncode == 2
     assert "--size must be at least" in proc.stderr
+    proc = run_bench("--host", "192.0.2.1", "--port", "9")
+    assert proc.returncode == 2 and "loopback" in proc.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    proc = run_bench("--port", str(port))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("bench: error: cannot connect to 127.0.0.1:")
