@@ -333,7 +333,7 @@ def test_rate_limit_throttles_without_loss(start_server, clients):
     elapsed = time.monotonic() - started
     assert before + rest == [f"{a.nick}: {text}" for text in lines]
     assert len(before) < 60, "a was not throttled at all"
-    assert c_latency < 1.0, f"another client's line took {c_latency:.2f}s while a was throttled"
+    assert c_latency < 1.5, f"another client's line took {c_latency:.2f}s while a was throttled"
     # 55 lines beyond the burst at 20 per second: about 2.75 s; allow for scheduling.
     assert elapsed >= 2.0, f"60 lines at --rate 20 --burst 5 took only {elapsed:.2f}s"
     a.expect(f"{c.nick}: not throttled")
