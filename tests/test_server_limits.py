@@ -7,6 +7,7 @@ runs in seconds, and every loop is bounded in count and time.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 import time
@@ -312,6 +313,46 @@ def test_broadcast_to_300_clients(quiet_server, clients):
     sender.send("/stats")
     lines = sender.sync()
     assert lines[0] == f"*** {count} connected in 1 room" or lines[0] == f"*** {count} connected in 1 rooms", lines
+
+
+def test_a_flooding_client_takes_no_time_from_the_others(start_server, clients):
+    """One client sending as fast as it can (no --rate) does not delay a chat elsewhere,
+    and a SIGTERM still stops the server in time."""
+    server = start_server("--no-presence", "--quiet")
+    hog = clients(server)
+    b, c = clients(server), clients(server)
+    for client in (b, c):
+        client.send("/join quiet-room")
+        client.expect("*** You are now in quiet-room")
+    stop = threading.Event()
+    block = (b"f" * 100 + b"\n") * 1000
+
+    def flood() -> None:
+        deadline = time.monotonic() + 20
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                hog.sock.sendall(block)
+            except OSError:
+                return
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        worst = 0.0
+        for i in range(10):
+            started = time.monotonic()
+            b.send(f"ping {i}")
+            c.expect(f"{b.nick}: ping {i}", timeout=10)
+            worst = max(worst, time.monotonic() - started)
+        assert worst < 1.0, f"a chat line took {worst:.2f}s while another client flooded"
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=10) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 # ----------------------------------------------------------------------- throttling
