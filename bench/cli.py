@@ -201,17 +201,17 @@ def ratios(results: list[dict], idle: bool = False) -> dict:
 def print_ratios(rt: dict) -> None:
     if not rt:
         return
-    print("\ngeventchat relative to each (>1 means geventchat is better):")
+    print("\ngeventchat's ratio to each (above 1: geventchat is better by that factor):")
     for name, entry in rt.items():
         parts = []
         if "deliveries_per_s_x" in entry:
             parts.append(f"deliveries/s x{entry['deliveries_per_s_x']:.2f}")
         if "p99_x_lower" in entry:
-            parts.append(f"p99 x{entry['p99_x_lower']:.2f} lower")
+            parts.append(f"p99 latency x{entry['p99_x_lower']:.2f} (theirs / ours)")
         if "efficiency_x" in entry:
             parts.append(f"deliveries per server-CPU-s x{entry['efficiency_x']:.2f}")
         if "memory_per_client_x_smaller" in entry:
-            parts.append(f"memory per client x{entry['memory_per_client_x_smaller']:.2f} smaller")
+            parts.append(f"memory per client x{entry['memory_per_client_x_smaller']:.2f} (theirs / ours)")
         print(f"  vs {name}: " + ", ".join(parts))
 
 

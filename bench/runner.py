@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
@@ -73,6 +74,10 @@ def _percentile(samples: np.ndarray, q: float) -> float:
 def run(sc: Scenario, host: str, port: int, server_pid: int = 0, label: str = "") -> dict:
     if sc.size < HEADER + 1:
         raise BenchError(f"--size must be at least {HEADER + 1} bytes (the header is {HEADER})")
+    try:  # resolve once here, not in every connect
+        host = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        raise BenchError(f"cannot resolve {host}: {exc}") from None
     N = sc.clients
     S = sc.n_senders()
     K = max(1, min(sc.procs, N // 2 if N >= 2 else 1))
@@ -232,10 +237,11 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
         warnings.append(
             f"generator saturated: a worker process used {max(worker_util):.0%} of a core; "
             "the figures may measure the load generator, not the server (try --procs)")
-    if not sc.idle and server_cpu is not None and (gen_cpu + server_cpu) > 0.9 * cores * wall:
-        warnings.append(f"all {cores} cores were busy (generator {gen_cpu / wall:.2f} + server "
-                        f"{server_cpu / wall:.2f} cores): server and generator competed for CPU")
     other = (machine_busy - gen_cpu - (server_cpu or 0.0)) / wall
+    if not sc.idle and machine_busy > 0.9 * cores * wall:
+        warnings.append(f"all {cores} cores were busy (server {(server_cpu or 0) / wall:.2f}, generator "
+                        f"{gen_cpu / wall:.2f}, other processes {max(0.0, other):.2f}): "
+                        "the server was short of CPU, not only of work")
     if not sc.idle and other > 0.25:
         warnings.append(f"other processes used {other:.2f} cores during the run: figures are noisy")
     if connect_failed:

@@ -205,7 +205,7 @@ def test_compare_runs_the_baselines(tmp_path):
         assert r["delivered"] == r["expected"] == 6 * 20 * 5
     assert "threaded" in proc.stdout and "asyncio" in proc.stdout
     if server_under_test() == "geventchat":
-        assert "geventchat relative to each" in proc.stdout
+        assert "geventchat's ratio to each" in proc.stdout
 
 
 @pytest.mark.timeout(60)
