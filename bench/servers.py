@@ -38,7 +38,8 @@ def _command(name: str, host: str, port: int, clients: int) -> list[str]:
     if name == "geventchat":
         # --max-clients leaves room above the benchmark's clients
         return py + ["geventchat.server", "--host", host, "--port", "0", "--quiet", "--no-presence",
-                     "--max-clients", str(max(10_000, clients + 100))]
+                     "--max-clients", str(max(10_000, clients + 100)),
+                     "--max-per-ip", str(max(10_000, clients + 100))]  # every client is on 127.0.0.1
     if name == "threaded":
         return py + ["bench.baselines.threaded_server", "--host", host, "--port", "0"]
     if name == "asyncio":

@@ -17,3 +17,6 @@ class Settings:
     presence: bool = True
     log_messages: bool = True
     shutdown_timeout: float = limits.SHUTDOWN_TIMEOUT
+    max_per_ip: int = limits.MAX_PER_IP
+    idle_timeout: float = limits.IDLE_TIMEOUT  # seconds; 0 = off
+    line_timeout: float = limits.LINE_TIMEOUT  # seconds; 0 = off

@@ -63,6 +63,11 @@ class Connection:
         "_finishing",
         "_drop_reason",
         "_reader",
+        "framer",
+        "last_input",
+        "line_mark",
+        "partial_mark",
+        "partial_since",
         "__weakref__",
     )
 
@@ -91,6 +96,12 @@ class Connection:
         self._finishing = False  # the reader is past its loop, closing
         self._drop_reason = ""  # why the server dropped the client, if it did
         self._reader: gevent.Greenlet | None = None
+        # For the timeout sweeper (guard.Sweeper): when input last came, when a line was
+        # last completed, and the sweeper's own notes on an unfinished line.
+        self.framer = None
+        self.last_input = self.line_mark = time.monotonic()
+        self.partial_mark = 0.0
+        self.partial_since = 0.0
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} {self.nick!r}>"
@@ -218,19 +229,26 @@ class Connection:
         announce = True
         try:
             hub.add(self, str(self.address[1]))
-            framer = self._new_framer()
+            framer = self.framer = self._new_framer()
             bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate)) if settings.rate > 0 else None
             receive = self._receive
+            monotonic = time.monotonic
             while not self._closed:
                 data = receive()
                 if not data:
                     break
-                for event in framer.receive_data(data):
+                self.last_input = now = monotonic()
+                events = framer.receive_data(data)
+                if events:
+                    self.line_mark = now
+                for event in events:
                     if bucket is not None:
-                        wait = bucket.take(time.monotonic())
+                        wait = bucket.take(monotonic())
                         if wait:
                             # Throttle by reading more slowly: nothing is dropped, and the
-                            # client's TCP window closes while we wait.
+                            # client's TCP window closes while we wait. The wait is ours,
+                            # not the client's: no idle or line timeout runs meanwhile.
+                            self.last_input = self.line_mark = monotonic() + wait
                             gevent.sleep(wait)
                     request = self._act(event)
                     if request is not None:

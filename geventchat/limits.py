@@ -22,6 +22,22 @@ MAX_SENDQ = 1024 * 1024
 # within one process's memory while keeping the file-descriptor need under common limits.
 MAX_CLIENTS = 10_000
 
+# Connections from one remote address at once. Enough for a household or an office
+# behind one NAT address to chat freely, while one machine cannot take the whole
+# --max-clients for itself (or its file descriptors) by opening connection after connection.
+MAX_PER_IP = 100
+
+# Seconds a client may send nothing before it is dropped; 0 = never. Off by default: a
+# chat client may listen silently for hours, and TCP keepalive already finds peers that
+# are gone. An operator who wants idle seats freed sets it (e.g. 3600).
+IDLE_TIMEOUT = 0.0
+
+# Seconds one line may stay unfinished (its first bytes received, its newline not yet):
+# against slowloris, a client that holds the server's line buffer by trickling bytes.
+# A person's line arrives whole (clients send it when Enter is pressed) and even a 4 KiB
+# line crosses a slow mobile link in well under a second, so 60 s never hits a real client.
+LINE_TIMEOUT = 60.0
+
 # Bytes asked of the kernel per recv. Large enough to take a burst of pipelined lines in
 # one call (fewer system calls and greenlet switches); the buffer is released right away.
 RECV_SIZE = 64 * 1024

@@ -315,6 +315,7 @@ def line_too_long(max_line: int) -> bytes:
 
 
 SERVER_FULL = error("server full")
+TOO_MANY_FROM_ADDRESS = error("too many connections from your address")
 SHUTTING_DOWN = notice("Server shutting down")
 
 

@@ -23,6 +23,7 @@ from gevent.server import StreamServer
 from . import __version__, limits, protocol
 from .config import Settings
 from .connection import Connection, describe_peer
+from .guard import AddressCounts, Sweeper
 from .hub import Hub
 
 log = logging.getLogger("geventchat")
@@ -44,6 +45,8 @@ class ChatServer:
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
         self._listener = StreamServer((host, port), self._handle, spawn=self._handlers.spawn, backlog=LISTEN_BACKLOG)
         self._stopping = False
+        self._per_address = AddressCounts(self.settings.max_per_ip)
+        self._sweeper = Sweeper(lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -53,6 +56,7 @@ class ChatServer:
     def start(self) -> None:
         """Bind and start accepting; raises OSError when the address cannot be used."""
         self._listener.start()
+        self._sweeper.start()
         host, port = self._listener.address[:2]
         # Lifecycle lines are warnings so that they show even at --log-level warning:
         # scripts wait for this line to know the port.
@@ -64,6 +68,7 @@ class ChatServer:
             timeout = self.settings.shutdown_timeout
         self._stopping = True
         self._listener.close()
+        self._sweeper.stop()
         for connection in list(self.connections):
             connection.begin_shutdown()
         self._handlers.join(timeout=timeout)
@@ -77,16 +82,22 @@ class ChatServer:
         if len(self.connections) >= self.settings.max_clients:
             self._refuse(sock, address, protocol.SERVER_FULL, "server full")
             return
-        _tune(sock)
-        connection = Connection(sock, address, self.hub, self.settings)
-        self.connections.add(connection)
+        if not self._per_address.acquire(address[0]):
+            self._refuse(sock, address, protocol.TOO_MANY_FROM_ADDRESS, "too many connections from this address")
+            return
         try:
-            connection.serve()
-        except Exception:  # a bug: log it with its traceback, keep serving everyone else
-            log.exception("Internal error while serving %s", connection.peer)
-            sock.close()
+            _tune(sock)
+            connection = Connection(sock, address, self.hub, self.settings)
+            self.connections.add(connection)
+            try:
+                connection.serve()
+            except Exception:  # a bug: log it with its traceback, keep serving everyone else
+                log.exception("Internal error while serving %s", connection.peer)
+                sock.close()
+            finally:
+                self.connections.discard(connection)
         finally:
-            self.connections.discard(connection)
+            self._per_address.release(address[0])
 
     def _refuse(self, sock: socket.socket, address: tuple, line: bytes, reason: str) -> None:
         log.info("Refused connection from %s (%s)", describe_peer(address), reason)
@@ -139,6 +150,16 @@ _port.__name__ = "port"
 _positive_float.__name__ = "positive number"
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 (off) or more seconds, not {text}")
+    return value
+
+
+_seconds.__name__ = "number of seconds"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geventchat-server",
@@ -151,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-clients", type=_positive_int, default=limits.MAX_CLIENTS, metavar="N", help="connections served at once (default %(default)s)")
     parser.add_argument("--rate", type=_positive_float, default=None, metavar="N", help="lines per second per connection before reading slows down (default: off)")
     parser.add_argument("--burst", type=_positive_int, default=None, metavar="N", help="lines a connection may send at once when --rate is on (default: the rate)")
+    parser.add_argument("--max-per-ip", type=_positive_int, default=limits.MAX_PER_IP, metavar="N", help="connections from one address at once (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=_seconds, default=limits.IDLE_TIMEOUT, metavar="SECONDS", help="drop a client that sends nothing for this long; 0 = never (default: never)")
+    parser.add_argument("--line-timeout", type=_seconds, default=limits.LINE_TIMEOUT, metavar="SECONDS", help="drop a client that keeps one line unfinished for this long (slowloris); 0 = never (default %(default)g)")
     parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
@@ -178,6 +202,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         burst=args.burst or 0,
         presence=not args.no_presence,
         log_messages=not args.quiet and args.log_level in ("debug", "info"),
+        max_per_ip=args.max_per_ip,
+        idle_timeout=args.idle_timeout,
+        line_timeout=args.line_timeout,
     )
 
 
