@@ -244,3 +244,40 @@ def test_bad_flags_exit_non_zero():
     proc = run_bench("--port", str(port))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("bench: error: cannot connect to 127.0.0.1:")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    senders=st.integers(1, 4),
+    messages=st.integers(1, 40),
+)
+def test_checker_counts_match_any_interleaving_chunking_loss_and_duplication(data, senders, messages):
+    w = make_worker(senders=senders, messages=messages, clients=senders + 1)
+    receiver = w.clients[senders]  # not a sender
+    queues = {s: list(range(messages)) for s in range(senders)}
+    order = []
+    while any(queues.values()):  # an interleaving that keeps each sender's order
+        s = data.draw(st.sampled_from(sorted(k for k, v in queues.items() if v)))
+        order.append((s, queues[s].pop(0)))
+    dropped = set(data.draw(st.lists(st.sampled_from(order), max_size=5, unique=True)))
+    stream = [p for p in order if p not in dropped]
+    dups = data.draw(st.lists(st.integers(0, max(0, len(stream) - 1)), max_size=4)) if stream else []
+    for i in sorted(dups, reverse=True):  # a copy of a line, some time after the line itself
+        j = data.draw(st.integers(i + 1, len(stream)))
+        stream.insert(j, stream[i])
+    blob = lines(stream)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(blob)), max_size=12)))
+    for a, b in zip([0] + cuts, cuts + [len(blob)]):
+        if b > a:
+            w.on_data(receiver, blob[a:b])
+    res = w.result(0.0)
+    assert receiver.got == senders * messages - len(dropped)
+    assert w.stats.duplicates == len(dups)
+    assert w.stats.reordered == 0
+    assert w.stats.unexpected == 0
+    assert receiver.expected - receiver.got == len(dropped)
+    assert res["lost"] >= len(dropped)
