@@ -239,6 +239,9 @@ class Worker:
         c.lines += n
         self.stats.line_count += n
         if not c.joined:
+            if data.startswith(b"*** Error"):  # refused: "server full", "too many ... address"
+                self.kill(c, data[: data.find(b"\n")].decode("utf-8", "replace"))
+                return
             c.joined = True
         st = self.stats
         now_ns = time.monotonic_ns()

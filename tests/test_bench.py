@@ -178,6 +178,21 @@ def test_targets_a_running_server_by_host_and_port():
 
 
 @pytest.mark.timeout(60)
+def test_refused_clients_are_reported_as_connect_failures():
+    if server_under_test() != "geventchat":
+        pytest.skip("needs geventchat's --max-clients")
+    server, port = start_module("geventchat.server", "--quiet", "--max-clients", "3")
+    try:
+        proc = run_bench("--port", str(port), "--clients", "5", "--messages", "5", "--stall", "1")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=10)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 clients failed to connect: *** Error: server full" in proc.stdout
+    assert "connect_failed 2" in proc.stdout
+
+
+@pytest.mark.timeout(60)
 def test_a_lossy_server_makes_it_fail_and_report_the_loss(tmp_path):
     out = tmp_path / "lossy.json"
     proc = run_bench("--server", "lossy", "--clients", "5", "--messages", "40", "--stall", "1", "--json", str(out))
