@@ -27,6 +27,9 @@ from .guard import AddressCounts, Sweeper
 from .hub import Hub
 
 log = logging.getLogger("geventchat")
+# "Server listening on" and "Server stopped" show at every --log-level: scripts wait for
+# the first to learn the port and for the second to know the stop was clean.
+lifecycle = logging.getLogger("geventchat.lifecycle")
 
 # Pending connections the kernel may hold before accept(): large, so that a storm of
 # thousands of clients connecting at once is queued rather than dropped into SYN retries
@@ -58,9 +61,7 @@ class ChatServer:
         self._listener.start()
         self._sweeper.start()
         host, port = self._listener.address[:2]
-        # Lifecycle lines are warnings so that they show even at --log-level warning:
-        # scripts wait for this line to know the port.
-        log.warning("Server listening on %s", describe_peer((host, port)))
+        lifecycle.info("Server listening on %s", describe_peer((host, port)))
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, tell every client, flush (bounded by ``timeout``), close."""
@@ -73,7 +74,7 @@ class ChatServer:
             connection.begin_shutdown()
         self._handlers.join(timeout=timeout)
         self._handlers.kill(block=True, timeout=1)
-        log.warning("Server stopped")
+        lifecycle.info("Server stopped")
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         if self._stopping:
@@ -191,6 +192,9 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
     root.propagate = False
+    lifecycle.handlers[:] = [handler]
+    lifecycle.setLevel(logging.INFO)
+    lifecycle.propagate = False
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -223,14 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     server = ChatServer(args.host, args.port, settings_from(args))
+    # Handlers first: a script may signal as soon as it reads the listening line.
+    stop_requested = gevent.event.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop_requested.set)
     try:
         server.start()
     except OSError as exc:
         print(describe_bind_error(args.host, args.port, exc), file=sys.stderr)
         return 1
-    stop_requested = gevent.event.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(signum, stop_requested.set)
     stop_requested.wait()
     server.stop()
     return 0
