@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=0.0, help="messages per second per sender (default: as fast as the window allows)")
     p.add_argument("--window", type=int, default=0,
                    help="messages a sender may have in flight (default: from the sizes, at most 64)")
-    p.add_argument("--procs", type=int, default=2, help="load-generator worker processes (default 2)")
+    p.add_argument("--procs", type=int, default=max(2, min(8, (os.cpu_count() or 2) // 2)),
+                   help="load-generator worker processes (default: half the cores, at least 2)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds the message phase may take (default 120)")
     p.add_argument("--stall", type=float, default=5.0, help="end the run after this many seconds without a delivery (default 5)")
     p.add_argument("--connect-batch", type=int, default=100,
@@ -292,7 +293,7 @@ def main(argv=None) -> int:
         if args.port is None:
             parser.error("--host needs --port")
         args.host = "127.0.0.1"
-    for name in ("clients", "messages"):
+    for name in ("clients", "messages", "procs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.host is not None and not _is_loopback(args.host):
