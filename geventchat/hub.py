@@ -52,8 +52,9 @@ class Hub:
 
     # ------------------------------------------------------------------ membership
 
-    def free_nick(self, wanted: str) -> str:
-        """``wanted`` if nobody has it, else the first free ``wanted-N``."""
+    def free_nick(self, wanted: str, room: str = limits.DEFAULT_ROOM) -> str:
+        """``wanted`` if nobody has it, else the first free ``wanted-N``; ``room`` is where
+        the new member will be (a cluster hub records it along with the name)."""
         if protocol.fold(wanted) not in self.members:
             return wanted
         for n in range(2, 2 + len(self.members) + 1):
@@ -66,13 +67,13 @@ class Hub:
         """Register a new member under (a free variant of) its nickname, in ``room``."""
         if not protocol.valid_nick(wanted_nick):
             raise ValueError(f"not a valid nickname: {wanted_nick!r}")
-        member.nick = self.free_nick(wanted_nick)
+        member.nick = self.free_nick(wanted_nick, room)
         member.room = None
         self.members[protocol.fold(member.nick)] = member
         self._enter(member, room)
         member.deliver(protocol.welcome(member.nick, room))
         if self.presence:
-            self.deliver_local(member.room, protocol.joined(member.nick, room), member)
+            self.to_room(member.room, protocol.joined(member.nick, room), member)
 
     def remove(self, member: Member, reason: str = "", announce: bool = True) -> None:
         """Forget a member that has gone; the others in its room are told it quit."""
@@ -82,8 +83,8 @@ class Hub:
         del self.members[key]
         room = member.room
         self._leave(member)
-        if announce and self.presence and room is not None and room.members:
-            self.deliver_local(room, protocol.quit_line(member.nick, reason))
+        if announce and self.presence:
+            self.to_room(room, protocol.quit_line(member.nick, reason))
 
     def rename(self, member: Member, new: str) -> None:
         if not protocol.valid_nick(new):
@@ -103,7 +104,7 @@ class Hub:
         member.nick = new
         member.deliver(protocol.notice(f"You are now known as {new}"))
         if self.presence:
-            self.deliver_local(member.room, protocol.renamed(old, new), member)
+            self.to_room(member.room, protocol.renamed(old, new), member)
 
     def join(self, member: Member, name: str) -> None:
         if not protocol.valid_room(name):
@@ -116,12 +117,12 @@ class Hub:
             member.deliver(protocol.notice(f"You are already in {old.name}"))
             return
         self._leave(member)
-        if self.presence and old is not None and old.members:
-            self.deliver_local(old, protocol.left(member.nick, old.name))
+        if self.presence and old is not None:
+            self.to_room(old, protocol.left(member.nick, old.name))
         room = self._enter(member, name)
         member.deliver(protocol.notice(f"You are now in {room.name}"))
         if self.presence:
-            self.deliver_local(room, protocol.joined(member.nick, room.name), member)
+            self.to_room(room, protocol.joined(member.nick, room.name), member)
 
     def _enter(self, member: Member, name: str) -> Room:
         key = protocol.fold(name)
@@ -146,12 +147,12 @@ class Hub:
     def chat(self, member: Member, text: str) -> None:
         if self.log_messages:
             log.info("%s: %s", member.nick, text)
-        self.deliver_local(member.room, protocol.chat_line(member.nick, text), member)
+        self.to_room(member.room, protocol.chat_line(member.nick, text), member)
 
     def action(self, member: Member, text: str) -> None:
         if self.log_messages:
             log.info("* %s %s", member.nick, text)
-        self.deliver_local(member.room, protocol.action_line(member.nick, text), member)
+        self.to_room(member.room, protocol.action_line(member.nick, text), member)
 
     def private(self, member: Member, target_nick: str, text: str) -> None:
         target = self.members.get(protocol.fold(target_nick))
@@ -159,6 +160,14 @@ class Hub:
             raise HubError(f"no such nickname: {protocol.strip_controls(target_nick)[:64]}")
         target.deliver(protocol.private_line(member.nick, text))
         member.deliver(protocol.notice(f"To {target.nick}: {text}"))
+
+    def to_room(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
+        """A line for everyone in ``room`` but ``exclude``: chat, actions, presence.
+
+        Here that is the room's local members; a hub linked to other server processes
+        (``cluster.ClusterHub``) also sends the line to the room's members there.
+        """
+        self.deliver_local(room, data, exclude)
 
     def deliver_local(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
         """Queue ``data`` (one encoded line) for every member of ``room`` here but ``exclude``.

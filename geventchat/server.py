@@ -41,12 +41,22 @@ REFUSAL_TIMEOUT = 1.0
 
 
 class ChatServer:
-    def __init__(self, host: str = limits.DEFAULT_HOST, port: int = limits.DEFAULT_PORT, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        host: str = limits.DEFAULT_HOST,
+        port: int = limits.DEFAULT_PORT,
+        settings: Settings | None = None,
+        *,
+        hub: Hub | None = None,
+        listener: socket.socket | None = None,
+    ) -> None:
         self.settings = settings or Settings()
-        self.hub = Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
+        # A cluster.ClusterHub links this process to others; a listening socket may be given
+        # ready-made (--workers: one SO_REUSEPORT socket per worker process).
+        self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
         self.connections: set[Connection] = set()
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
-        self._listener = StreamServer((host, port), self._handle, spawn=self._handlers.spawn, backlog=LISTEN_BACKLOG)
+        self._listener = StreamServer(listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=LISTEN_BACKLOG)
         self._stopping = False
         self._per_address = AddressCounts(self.settings.max_per_ip)
         self._sweeper = Sweeper(lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout)
@@ -179,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
+    cluster = parser.add_argument_group("scale-out over Redis")
+    cluster.add_argument("--redis-url", metavar="URL", help="join the chat of every server behind this Redis, e.g. redis://127.0.0.1:6379/0 (default: off)")
+    cluster.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="N server processes share the port, joined over --redis-url (default: one process)")
+    cluster.add_argument("--redis-expiry", type=_positive_float, default=None, metavar="SECONDS", help="a server silent for this long is taken for dead: its users quit (default 10)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -224,9 +238,38 @@ def describe_bind_error(host: str, port: int, exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--redis-url" or arg.startswith("--redis-url=") for arg in argv):
+        # redis-py does blocking socket I/O: make it cooperative before it is imported.
+        # Only a server that joins a cluster is patched; the plain server never is.
+        from gevent import monkey
+
+        monkey.patch_all()
     args = build_parser().parse_args(argv)
+    if args.workers is not None and not args.redis_url:
+        print("Error: --workers needs --redis-url (the worker processes share one chat through Redis)", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
-    server = ChatServer(args.host, args.port, settings_from(args))
+    if args.workers is not None and args.workers > 1:
+        from . import cluster
+
+        return cluster.run_workers(args, serve)
+    return serve(args)
+
+
+def serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:
+    """Run one server process until SIGINT or SIGTERM; the exit status."""
+    settings = settings_from(args)
+    hub = None
+    if args.redis_url:
+        from . import bus, cluster
+
+        try:
+            hub = cluster.connect(args.redis_url, settings, expiry=args.redis_expiry)
+        except bus.BusError as exc:
+            print(f"Error: {exc}", file=sys.stderr)
+            return 1
+    server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener)
     # Handlers first: a script may signal as soon as it reads the listening line.
     stop_requested = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -235,9 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         server.start()
     except OSError as exc:
         print(describe_bind_error(args.host, args.port, exc), file=sys.stderr)
+        if hub is not None:
+            hub.close()  # type: ignore[attr-defined]
         return 1
     stop_requested.wait()
     server.stop()
+    if hub is not None:
+        hub.close()  # type: ignore[attr-defined]
     return 0
 
 

@@ -1,0 +1,179 @@
+"""Several server processes, one chat: the hub side of the Redis bus, and ``--workers``.
+
+``ClusterHub`` is a ``Hub`` whose room lines (chat, actions, presence) also go to the
+other processes through ``bus.RedisBus``, and which receives theirs: a line from another
+process reaches local members through ``Hub.deliver_local``, like any other. Nicknames
+are claimed cluster-wide before they are used; ``/who``, ``/rooms`` and ``/stats`` add the
+members of the other processes (read from Redis when asked); ``/msg`` finds a nickname
+wherever it is.
+
+With the link down, everything local goes on as before (names are then only checked
+here); the bus re-announces this process's members when the link is back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from . import limits, protocol
+from .bus import LINK_DOWN, LINK_UP, PRIVATE, ROOM, BusError, RedisBus
+from .hub import Hub, HubError, Member, Room
+
+log = logging.getLogger("geventchat")
+
+# Nickname variants tried for a new connection before giving up (port-N, N = 2, 3, ...).
+MAX_NICK_TRIES = 1000
+
+# The reason the others see for the users of a server that stops cleanly.
+STOPPING_REASON = "server shutting down"
+
+
+class ClusterHub(Hub):
+    def __init__(self, bus: RedisBus, *, presence: bool = True, log_messages: bool = True) -> None:
+        super().__init__(presence=presence, log_messages=log_messages)
+        self.bus = bus
+        self._claiming: set[str] = set()  # folded nicknames being claimed in Redis right now
+        self._stopping = False
+
+    def start(self) -> None:
+        self.bus.start(self)
+
+    def close(self) -> None:
+        self.bus.close()
+
+    # ------------------------------------------------------------------- outgoing
+
+    def to_room(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
+        if room is None:
+            return
+        self.deliver_local(room, data, exclude)
+        self.bus.publish(ROOM, room.key, data)
+
+    def free_nick(self, wanted: str, room: str = limits.DEFAULT_ROOM) -> str:
+        for n in range(1, MAX_NICK_TRIES + 1):
+            candidate = wanted if n == 1 else f"{wanted[: limits.MAX_NICK - 1 - len(str(n))]}-{n}"
+            key = protocol.fold(candidate)
+            if key in self.members or key in self._claiming:
+                continue
+            self._claiming.add(key)
+            try:
+                ok = self.bus.claim(key, candidate, self._room_name(room))
+            finally:
+                self._claiming.discard(key)
+            if ok:
+                # No greenlet switch from here until Hub.add registers the name.
+                return candidate
+        raise HubError(f"no free nickname like {wanted}")
+
+    def _room_name(self, name: str) -> str:
+        """How ``name`` is spelt here: as the room's first member spelt it."""
+        room = self.rooms.get(protocol.fold(name))
+        return room.name if room is not None else name
+
+    def remove(self, member: Member, reason: str = "", announce: bool = True) -> None:
+        key = protocol.fold(member.nick)
+        if self.members.get(key) is not member:
+            return
+        room = member.room
+        # First Redis (one round trip), then the others are told: whoever sees the quit
+        # can take the name at once.
+        self.bus.update(gone=[key], release=[key])
+        if self.members.get(key) is not member:
+            return
+        super().remove(member, reason, announce)
+        if not announce and self.presence and room is not None:
+            # The server is stopping: its own users are told so; the others see them go.
+            self.bus.publish(ROOM, room.key, protocol.quit_line(member.nick, reason or STOPPING_REASON))
+
+    def rename(self, member: Member, new: str) -> None:
+        old = member.nick
+        new_key, old_key = protocol.fold(new), protocol.fold(old)
+        if new_key in self._claiming:
+            raise HubError(f"nickname {new} is already taken")
+        if not protocol.valid_nick(new) or new_key == old_key or new_key in self.members:
+            if protocol.valid_nick(new) and new_key == old_key and new != old:
+                self.bus.update(respell={new_key: new}, members={new_key: (new, member.room.name)})  # type: ignore[union-attr]
+            super().rename(member, new)  # refusals, "already known as", a change of capitals
+            return
+        self._claiming.add(new_key)
+        try:
+            if not self.bus.claim(new_key, new, member.room.name):  # type: ignore[union-attr]
+                raise HubError(f"nickname {new} is already taken")
+            self.bus.update(gone=[old_key], release=[old_key])
+            super().rename(member, new)
+        finally:
+            self._claiming.discard(new_key)
+
+    def join(self, member: Member, name: str) -> None:
+        old = member.room
+        if protocol.valid_room(name) and (old is None or old.key != protocol.fold(name)):
+            self.bus.update(members={protocol.fold(member.nick): (member.nick, self._room_name(name))})
+        super().join(member, name)
+
+    def private(self, member: Member, target_nick: str, text: str) -> None:
+        key = protocol.fold(target_nick)
+        if key not in self.members:
+            found = self.bus.lookup(key)
+            if found is not None and found[0] != self.bus.id:
+                self.bus.publish(PRIVATE, key, protocol.private_line(member.nick, text))
+                member.deliver(protocol.notice(f"To {found[1]}: {text}"))
+                return
+        super().private(member, target_nick, text)
+
+    # ------------------------------------------------------------------- listings
+
+    def room_counts(self) -> list[tuple[str, int]]:
+        counts = {room.key: [room.name, len(room.members)] for room in self.rooms.values()}
+        for _, room_name in self.bus.remote_members():
+            entry = counts.setdefault(protocol.fold(room_name), [room_name, 0])
+            entry[1] += 1
+        return sorted(((name, count) for name, count in counts.values()), key=lambda rc: protocol.fold(rc[0]))
+
+    def nicks_in(self, room: Room) -> list[str]:
+        here = super().nicks_in(room)
+        return here + [nick for nick, room_name in self.bus.remote_members() if protocol.fold(room_name) == room.key]
+
+    # ------------------------------------------------------------ from the bus
+
+    def bus_records(self, records: list[tuple[str, str, bytes]]) -> None:
+        rooms, members, deliver_local = self.rooms, self.members, self.deliver_local
+        for kind, key, data in records:
+            if kind == ROOM:
+                room = rooms.get(key)
+                if room is not None:
+                    deliver_local(room, data)
+            elif kind == PRIVATE:
+                target = members.get(key)
+                if target is not None:
+                    target.deliver(data)
+
+    def bus_link(self, up: bool) -> None:
+        if self.members:
+            self.broadcast(protocol.notice(LINK_UP if up else LINK_DOWN))
+
+    def bus_snapshot(self) -> dict[str, tuple[str, str]]:
+        return {key: (member.nick, member.room.name) for key, member in self.members.items() if member.room is not None}
+
+    def bus_reaped(self, members: list[tuple[str, str]]) -> None:
+        if not self.presence:
+            return
+        for nick, room_name in members:
+            line = protocol.quit_line(nick)
+            key = protocol.fold(room_name)
+            self.deliver_local(self.rooms.get(key), line)
+            self.bus.publish(ROOM, key, line)
+
+
+def connect(url: str, settings, *, expiry: float | None = None) -> ClusterHub:
+    """A hub linked to the cluster behind ``url``; raises ``bus.BusError`` if Redis cannot
+    be used now (not installed, bad URL, unreachable)."""
+    from .bus import DEFAULT_EXPIRY
+
+    link = RedisBus(url, expiry=expiry or DEFAULT_EXPIRY)
+    link.check()
+    hub = ClusterHub(link, presence=settings.presence, log_messages=settings.log_messages)
+    hub.start()
+    if not link.wait_up(timeout=10):
+        link.close(timeout=0)
+        raise BusError(f"cannot join the cluster at {url}: the Redis link did not come up")
+    return hub

@@ -1,0 +1,284 @@
+"""Several server processes, one chat, over a real redis-server (issue 6, contract section 8).
+
+Every server here is a real ``python -m geventchat.server --redis-url ...`` process; the
+Redis is a real redis-server on a free port (``redis_fixture``). The heartbeat expiry is
+short (``--redis-expiry``) so that the fault tests take seconds.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import ChatClient, run_server_command
+from redis_fixture import redis_server  # noqa: F401  (fixture)
+
+EXPIRY = "1"  # seconds: a killed process is found about 1.3 s later
+
+
+@pytest.fixture
+def cluster(start_server, redis_server):  # noqa: F811
+    """Factory: ``cluster(2, "--no-presence")`` -> list of servers joined over Redis."""
+
+    def start(count: int, *flags: str):
+        return [start_server("--redis-url", redis_server.url, "--redis-expiry", EXPIRY, *flags) for _ in range(count)]
+
+    start.redis = redis_server  # type: ignore[attr-defined]
+    return start
+
+
+def chat_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if not line.startswith("*")]
+
+
+def settle(*clients: ChatClient) -> None:
+    """Wait until every ``joined`` line of these clients has arrived wherever it goes.
+
+    A join is published to the other processes asynchronously: a client that connected to
+    another process just after may or may not see an earlier client's join after its own
+    welcome. Each client's later chat line comes after its join (one sender's lines are in
+    order), so once everyone has seen everyone's marker line, no join is still on its way.
+    """
+    for client in clients:
+        client.send(f"settle {client.nick}")
+    for client in clients:
+        markers = {f"{other.nick}: settle {other.nick}" for other in clients if other is not client}
+        joins = {f"*** {other.nick} joined lobby" for other in clients}
+        while markers:
+            line = client.line()
+            assert line in markers or line in joins, f"{client.nick}: unexpected {line!r}"
+            markers.discard(line)
+
+
+# ---------------------------------------------------------------------- chat
+
+
+def test_two_processes_chat_exactly_once_in_order(cluster, clients):
+    s1, s2 = cluster(2, "--no-presence")
+    a = clients(s1)
+    b, c = clients(s2), clients(s2)
+    a2 = clients(s1)
+    count = 300
+    a.send(*[f"line {i} from a" for i in range(count)])
+    b.send("hello from b", "/me waves")
+    expected_from_a = [f"{a.nick}: line {i} from a" for i in range(count)]
+    for receiver in (b, c, a2):
+        got = receiver.lines(count + (2 if receiver is not b else 0), timeout=10)
+        assert [line for line in got if line.startswith(f"{a.nick}: ")] == expected_from_a
+        if receiver is not b:
+            assert [line for line in got if b.nick in line] == [f"{b.nick}: hello from b", f"* {b.nick} waves"]
+        receiver.expect_nothing()  # exactly once: nothing more came
+    assert a.lines(2) == [f"{b.nick}: hello from b", f"* {b.nick} waves"]
+    a.expect_nothing()  # its own lines never came back, not even through Redis
+    # The console shows each message once, on the sender's server only.
+    assert s1.count_text(f"{a.nick}: line 7 from a") == 1
+    assert s2.count_text(f"{a.nick}: line 7 from a") == 0
+    assert s2.count_text(f"{b.nick}: hello from b") == 1
+
+
+def test_three_processes_interleaved_senders_in_order(cluster, clients):
+    servers = cluster(3, "--no-presence")
+    senders = [clients(server) for server in servers]
+    readers = [clients(server) for server in servers]
+    count = 150
+    for i in range(count):
+        for sender in senders:
+            sender.send(f"{i}")
+    for reader in readers + senders:
+        own = [s for s in senders if s is reader]
+        got = reader.lines(count * (len(senders) - len(own)), timeout=15)
+        for sender in senders:
+            mine = [line for line in got if line.startswith(f"{sender.nick}: ")]
+            expected = [] if sender is reader else [f"{sender.nick}: {i}" for i in range(count)]
+            assert mine == expected, f"{reader.nick} from {sender.nick}"
+        reader.expect_nothing()
+
+
+def test_rooms_are_separate_across_processes(cluster, clients):
+    s1, s2 = cluster(2, "--no-presence")
+    a, b, c = clients(s1), clients(s2), clients(s2)
+    a.send("/join #dev")
+    a.expect("*** You are now in #dev")
+    b.send("/join #DEV")
+    b.expect("*** You are now in #DEV")
+    a.send("only for dev")
+    b.expect(f"{a.nick}: only for dev")
+    c.expect_nothing()
+    c.send("only for the lobby")
+    a.expect_nothing()
+    b.expect_nothing()
+
+
+# ------------------------------------------------------------ presence and names
+
+
+def test_presence_spans_processes(cluster, clients):
+    s1, s2 = cluster(2)
+    a = clients(s1)
+    b = clients(s2)
+    settle(a, b)
+    b.send("/nick bob")
+    b.expect("*** You are now known as bob")
+    a.expect(f"*** {b.nick} is now known as bob")
+    b.send("/join #dev")
+    b.expect("*** You are now in #dev")
+    a.expect("*** bob left lobby")
+    b.send("/join lobby")
+    b.expect("*** You are now in lobby")
+    a.expect("*** bob joined lobby")
+    b.send("/quit gone fishing")
+    b.read_to_eof()
+    a.expect("*** bob quit (gone fishing)")
+    a.expect_nothing()
+
+
+def test_msg_and_nickname_uniqueness_across_processes(cluster, clients):
+    s1, s2 = cluster(2, "--no-presence")
+    a, b = clients(s1), clients(s2)
+    a.send("/nick alice")
+    a.expect("*** You are now known as alice")
+    b.send("/nick ALICE")
+    b.expect("*** Error: nickname ALICE is already taken")
+    b.send("/nick bob")
+    b.expect("*** You are now known as bob")
+    a.send("/msg BOB psst, over here")
+    a.expect("*** To bob: psst, over here")
+    b.expect("*alice* psst, over here")
+    b.send("/msg alice hi alice")
+    b.expect("*** To alice: hi alice")
+    a.expect("*bob* hi alice")
+    a.send("/msg nobody hello")
+    a.expect("*** Error: no such nickname: nobody")
+    # Names are given back: on a rename, and when their owner leaves.
+    a.send("/nick alicia")
+    a.expect("*** You are now known as alicia")
+    b.send("/nick alice")
+    b.expect("*** You are now known as alice")
+    b.send("exit")
+    b.read_to_eof()
+    a.send("/nick alice")
+    a.expect("*** You are now known as alice")
+    a.send("/msg bob are you there?")
+    a.expect("*** Error: no such nickname: bob")
+
+
+def test_a_new_connection_never_gets_a_name_taken_elsewhere(cluster, clients):
+    s1, s2 = cluster(2, "--no-presence")
+    a = clients(s1)
+    b = clients(s2)
+    # b takes the name a new connection on s1 would get from its port... we cannot choose
+    # our port, so take the name of an existing one instead and check variants are used.
+    b.send(f"/nick {a.nick}")
+    b.expect(f"*** Error: nickname {a.nick} is already taken")
+    names = {a.nick, b.nick}
+    for _ in range(5):
+        c = clients(s2 if len(names) % 2 else s1)
+        assert c.nick.lower() not in {n.lower() for n in names}
+        names.add(c.nick)
+
+
+def test_who_and_rooms_list_every_process(cluster, clients):
+    s1, s2, s3 = cluster(3, "--no-presence")
+    a, b, c = clients(s1), clients(s2), clients(s3)
+    for client, nick in ((a, "alice"), (b, "bob"), (c, "carol")):
+        client.send(f"/nick {nick}")
+        client.expect(f"*** You are now known as {nick}")
+    c.send("/join #dev")
+    c.expect("*** You are now in #dev")
+    a.send("/who")
+    line = a.line()
+    assert re.fullmatch(r"\*\*\* Members of lobby \(2\): .*", line), line
+    assert sorted(line.split(": ", 1)[1].split()) == ["alice", "bob"]
+    b.send("/rooms")
+    assert b.lines(2) == ["*** #dev (1)", "*** lobby (2)"]
+    c.send("/who")
+    c.expect("*** Members of #dev (1): carol")
+    c.send("/stats")
+    assert c.lines(3) == ["*** 3 connected in 2 rooms", "*** #dev (1)", "*** lobby (2)"]
+    b.send("exit")
+    b.read_to_eof()
+    a.send("/rooms")
+    assert a.lines(2) == ["*** #dev (1)", "*** lobby (1)"]
+
+
+# ------------------------------------------------------------------- faults
+
+
+def test_killed_process_users_quit_once_and_names_are_freed(cluster, clients):
+    s1, s2, s3 = cluster(3)
+    a = clients(s1)
+    c = clients(s3)
+    victims = [clients(s2), clients(s2)]
+    settle(a, c, *victims)
+    victims[0].send("/nick doomed")
+    victims[0].expect("*** You are now known as doomed")
+    a.expect(f"*** {victims[0].nick} is now known as doomed")
+    c.expect(f"*** {victims[0].nick} is now known as doomed")
+    names = ["doomed", victims[1].nick]
+    started = time.monotonic()
+    s2.signal(signal.SIGKILL)
+    for client in (a, c):
+        got = client.lines(2, timeout=10)
+        assert sorted(got) == sorted(f"*** {name} quit" for name in names), got
+    elapsed = time.monotonic() - started
+    assert elapsed < 8, elapsed
+    for client in (a, c):
+        client.expect_nothing()  # once, not once per survivor
+    a.send("/nick doomed")
+    a.expect("*** You are now known as doomed")
+    c.expect(f"*** {a.nick} is now known as doomed")
+    a.send("/who")
+    a.expect(f"*** Members of lobby (2): doomed {c.nick}")
+
+
+def test_redis_gone_local_chat_goes_on_and_the_link_comes_back(cluster, clients):
+    s1, s2 = cluster(2, "--no-presence")
+    redis = cluster.redis
+    a, a2, b = clients(s1), clients(s1), clients(s2)
+    a.send("before")
+    a2.expect(f"{a.nick}: before")
+    b.expect(f"{a.nick}: before")
+    redis.stop()
+    down = re.compile(r"^\*\*\* Link to the other servers is down")
+    for client in (a, a2, b):
+        client.until(lambda line: down.match(line) is not None, timeout=10)
+    for i in range(50):
+        a.send(f"local {i}")
+    assert a2.lines(50) == [f"{a.nick}: local {i}" for i in range(50)]
+    b.send("/who")  # its own process still answers
+    b.expect(f"*** Members of lobby (1): {b.nick}")
+    redis.start()
+    for client in (a, a2, b):
+        client.until(lambda line: line == "*** Link to the other servers is back", timeout=15)
+    # The processes re-announced themselves: the chat and the names span them again.
+    b.send("after")
+    a.expect(f"{b.nick}: after")
+    a2.expect(f"{b.nick}: after")
+    b.send(f"/nick {a.nick}")
+    b.expect(f"*** Error: nickname {a.nick} is already taken")
+    a.send("/who")
+    line = a.line()
+    assert sorted(line.split(": ", 1)[1].split()) == sorted([a.nick, a2.nick, b.nick])
+    for client in (a, a2, b):
+        client.expect_nothing()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_workers_needs_redis_url():
+    result = run_server_command("--workers", "2", "--port", "0")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == ["Error: --workers needs --redis-url (the worker processes share one chat through Redis)"]
+
+
+def test_unreachable_redis_is_one_line_and_exit_1(redis_server):  # noqa: F811
+    port = redis_server.port
+    redis_server.stop()
+    result = run_server_command("--port", "0", "--redis-url", f"redis://127.0.0.1:{port}/0")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: cannot reach Redis at redis://127.0.0.1:{port}/0"), lines
