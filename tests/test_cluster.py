@@ -74,9 +74,11 @@ def test_two_processes_chat_exactly_once_in_order(cluster, clients):
     assert a.lines(2) == [f"{b.nick}: hello from b", f"* {b.nick} waves"]
     a.expect_nothing()  # its own lines never came back, not even through Redis
     # The console shows each message once, on the sender's server only.
+    s1.wait_for_text(f"{a.nick}: line {count - 1} from a")
+    s2.wait_for_text(f"{b.nick}: hello from b")
     assert s1.count_text(f"{a.nick}: line 7 from a") == 1
     assert s2.count_text(f"{a.nick}: line 7 from a") == 0
-    assert s2.count_text(f"{b.nick}: hello from b") == 1
+    assert s1.count_text(f"{b.nick}: hello from b") == 0
 
 
 def test_three_processes_interleaved_senders_in_order(cluster, clients):
