@@ -177,3 +177,11 @@ def connect(url: str, settings, *, expiry: float | None = None) -> ClusterHub:
         link.close(timeout=0)
         raise BusError(f"cannot join the cluster at {url}: the Redis link did not come up")
     return hub
+
+
+def run_workers(args, serve) -> int:
+    """``--workers N``: not there yet (issue 6); one clear line instead of a traceback."""
+    import sys
+
+    print("Error: --workers is not implemented yet; start several servers with --redis-url instead", file=sys.stderr)
+    return 2

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers > 1:
         from . import cluster
 
-        return cluster.run_workers(args, serve)  # type: ignore[attr-defined]
+        return cluster.run_workers(args, serve)
     return serve(args)
 
 
