@@ -145,9 +145,16 @@ class Hub:
     # --------------------------------------------------------------------- talking
 
     def chat(self, member: Member, text: str) -> None:
+        self.chat_lines(member, (text,))
+
+    def chat_lines(self, member: Member, texts: "list[str] | tuple[str, ...]") -> None:
+        """Chat lines from one member, in order, sent on as one piece per recipient."""
+        nick = member.nick
         if self.log_messages:
-            log.info("%s: %s", member.nick, text)
-        self.to_room(member.room, protocol.chat_line(member.nick, text), member)
+            for text in texts:
+                log.info("%s: %s", nick, text)
+        data = b"".join([protocol.chat_line(nick, text) for text in texts])
+        self.to_room(member.room, data, member)
 
     def action(self, member: Member, text: str) -> None:
         if self.log_messages:
@@ -170,7 +177,7 @@ class Hub:
         self.deliver_local(room, data, exclude)
 
     def deliver_local(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
-        """Queue ``data`` (one encoded line) for every member of ``room`` here but ``exclude``.
+        """Queue ``data`` (encoded lines) for every member of ``room`` here but ``exclude``.
 
         This is the single way lines reach local members of a room; a message bus linking
         several server processes calls it for lines that arrive from the others.

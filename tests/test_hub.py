@@ -156,3 +156,11 @@ def test_no_presence_keeps_the_others_uninformed():
 def test_adding_an_invalid_nick_is_a_bug():
     with pytest.raises(ValueError):
         Hub().add(FakeMember(), "not valid")
+
+
+def test_chat_lines_reach_each_recipient_as_one_piece_in_order():
+    hub = Hub(log_messages=False)
+    a, b = joined(hub, "a", "b")
+    hub.chat_lines(a, ["x", "y", "z"])
+    assert b.take() == ["a: x\na: y\na: z\n"]
+    assert a.take() == []
