@@ -14,6 +14,7 @@ here); the bus re-announces this process's members when the link is back.
 from __future__ import annotations
 
 import logging
+import time
 
 from . import limits, protocol
 from .bus import LINK_DOWN, LINK_UP, PRIVATE, ROOM, BusError, RedisBus
@@ -180,8 +181,153 @@ def connect(url: str, settings, *, expiry: float | None = None) -> ClusterHub:
 
 
 def run_workers(args, serve) -> int:
-    """``--workers N``: not there yet (issue 6); one clear line instead of a traceback."""
+    """``--workers N``: N server processes on one port (SO_REUSEPORT), one chat over Redis.
+
+    The parent binds N listening sockets to the same address (so bind errors and the real
+    port of ``--port 0`` are known before any worker starts), forks one worker per socket,
+    says ``Server listening on HOST:PORT`` once every worker accepts, and restarts a worker
+    that dies. SIGINT or SIGTERM stops them all; then ``Server stopped`` and exit 0.
+    The parent keeps its copy of the sockets: a restarted worker serves the same one, and
+    connections that arrive meanwhile wait in its queue.
+    """
+    import os
+    import signal
+    import socket
     import sys
 
-    print("Error: --workers is not implemented yet; start several servers with --redis-url instead", file=sys.stderr)
-    return 2
+    import gevent.event
+    import gevent.os
+
+    from .server import LISTEN_BACKLOG, describe_bind_error, describe_peer
+
+    try:
+        probe = RedisBus(args.redis_url)
+        probe.check()
+        probe.redis.connection_pool.disconnect()  # no connection shared with the workers
+    except BusError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    sockets: list[socket.socket] = []
+    try:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        port = args.port
+        for _ in range(args.workers):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((args.host, port))
+            port = sock.getsockname()[1]
+            sock.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        print(describe_bind_error(args.host, args.port, exc), file=sys.stderr)
+        return 1
+
+    stop_requested = gevent.event.Event()
+    workers: dict[int, int] = {}  # pid -> index
+    ready_r, ready_w = os.pipe()
+
+    def spawn(index: int) -> None:
+        pid = gevent.os.fork_and_watch(lambda watcher: exited(watcher.pid, watcher.rstatus, index))
+        if pid == 0:  # the worker
+            code = 1
+            try:
+                os.close(ready_r)
+                code = _worker(sockets[index], ready_w, args, serve)
+            except BaseException:
+                log.exception("Worker %d failed", index + 1)
+            finally:
+                os._exit(code)
+        workers[pid] = index
+
+    def exited(pid: int, status: int, index: int) -> None:
+        workers.pop(pid, None)
+        if stop_requested.is_set():
+            return
+        log.warning("Worker %d (pid %d) ended (status %d); starting it again", index + 1, pid, status)
+        gevent.spawn_later(0.5, lambda: None if stop_requested.is_set() else spawn(index))
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        gevent.signal_handler(signum, stop_requested.set)
+    for index in range(args.workers):
+        spawn(index)
+    os.close(ready_w)
+    ready = 0
+    gevent.os.make_nonblocking(ready_r)
+    with gevent.Timeout(30, False):
+        while ready < args.workers:
+            data = gevent.os.nb_read(ready_r, 64)
+            if not data:
+                break
+            ready += len(data)
+    if ready < args.workers:
+        print(f"Error: {args.workers - ready} worker(s) did not start", file=sys.stderr)
+        stop_requested.set()
+        _stop_workers(workers)
+        return 1
+    log.warning("Server listening on %s", describe_peer((args.host, port)))
+    while not stop_requested.wait(1.0):  # a timer keeps the loop alive: nothing else here does
+        pass
+    _stop_workers(workers)
+    for sock in sockets:
+        sock.close()
+    log.warning("Server stopped")
+    return 0
+
+
+def _stop_workers(workers: dict[int, int], timeout: float = 10.0) -> None:
+    import os
+    import signal
+
+    import gevent
+
+    for pid in list(workers):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while workers and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    for pid in list(workers):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker if the parent dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class _WorkerConsole(logging.Filter):
+    """A worker's console: the parent alone says ``Server listening`` and ``Server stopped``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "Server stopped" or str(record.msg).startswith("Server listening on"))
+
+
+def _worker(sock, ready_w: int, args, serve) -> int:
+    import os
+
+    from gevent import socket as gsocket
+
+    _die_with_parent()
+    for handler in logging.getLogger("geventchat").handlers:
+        handler.addFilter(_WorkerConsole())
+    listener = gsocket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+
+    def ready() -> None:
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+
+    return serve(args, listener, ready=ready)

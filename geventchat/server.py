@@ -56,7 +56,7 @@ class ChatServer:
         self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
         self.connections: set[Connection] = set()
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
-        self._listener = StreamServer(listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=LISTEN_BACKLOG)
+        self._listener = StreamServer(listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG)
         self._stopping = False
         self._per_address = AddressCounts(self.settings.max_per_ip)
         self._sweeper = Sweeper(lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout)
@@ -257,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     return serve(args)
 
 
-def serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:
-    """Run one server process until SIGINT or SIGTERM; the exit status."""
+def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready=None) -> int:
+    """Run one server process until SIGINT or SIGTERM; the exit status. ``listener``: a
+    listening socket to serve (a --workers worker's); ``ready()`` is called once it accepts."""
     settings = settings_from(args)
     hub = None
     if args.redis_url:
@@ -281,6 +282,8 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None) -> in
         if hub is not None:
             hub.close()  # type: ignore[attr-defined]
         return 1
+    if ready is not None:
+        ready()
     stop_requested.wait()
     server.stop()
     if hub is not None:

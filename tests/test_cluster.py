@@ -284,3 +284,29 @@ def test_unreachable_redis_is_one_line_and_exit_1(redis_server):  # noqa: F811
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: cannot reach Redis at redis://127.0.0.1:{port}/0"), lines
+
+
+# ------------------------------------------------------------------- --workers
+
+
+def members_per_process(redis) -> list[int]:
+    keys = re.findall(rb"geventchat:members:[^\r\n]+", redis.command("KEYS", "geventchat:members:*"))
+    return sorted(int(redis.command("HLEN", key.decode())[1:].strip()) for key in keys)
+
+
+def test_workers_share_one_port_and_chat_as_one_room(start_server, redis_server, clients):  # noqa: F811
+    server = start_server("--workers", "2", "--redis-url", redis_server.url, "--redis-expiry", EXPIRY, "--no-presence")
+    group = [clients(server) for _ in range(12)]
+    counts = members_per_process(redis_server)
+    assert len(counts) == 2 and min(counts) > 0 and sum(counts) == 12, counts  # spread over both
+    group[5].send("/rooms")
+    group[5].expect("*** lobby (12)")
+    sender = group[0]
+    sender.send(*[f"to everyone {i}" for i in range(50)])
+    for other in group[1:]:
+        assert other.lines(50, timeout=10) == [f"{sender.nick}: to everyone {i}" for i in range(50)]
+        other.expect_nothing()
+    assert server.stop() == 0
+    assert server.count_text("Server stopped") == 1
+    assert sum(1 for line in server.stdout_lines() if "Server listening on" in line) == 1
+    assert members_per_process(redis_server) == []  # the workers left the cluster cleanly
