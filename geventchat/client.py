@@ -31,6 +31,7 @@ import errno
 import os
 import selectors
 import socket
+import ssl
 import sys
 import time
 from typing import BinaryIO
@@ -103,19 +104,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=_port, default=limits.DEFAULT_PORT, help="server port (default %(default)s)")
     parser.add_argument("--nick", type=_nick, help="set this nickname on connect (/nick NAME)")
     parser.add_argument("--room", type=_room, help="enter this room on connect (/join ROOM)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, verifying the server's certificate and host name (system trust unless --cafile)")
+    parser.add_argument("--cafile", metavar="FILE",
+                        help="trust the CA certificates in this PEM file instead of the system's (implies --tls)")
     return parser
+
+
+def tls_context(cafile: str | None) -> ssl.SSLContext:
+    """A client context: the system's trust (or ``cafile``'s), host names verified."""
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except FileNotFoundError:
+        raise ConnectError(f"Error: --cafile {cafile}: no such file") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConnectError(f"Error: --cafile {cafile}: not a PEM CA certificate file ({_reason(exc)})") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def tls_failure_line(host: str, port: int, exc: BaseException) -> str:
+    """The one line shown when the TLS handshake fails (an untrusted certificate...)."""
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"Error: TLS handshake with {host}:{port} failed: timed out"
+    return f"Error: TLS handshake with {host}:{port} failed: {_reason(exc)}"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).replace("_", " ").lower()
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 # ------------------------------------------------------------------------- connecting
 
 
-def connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
-    """A connected, blocking socket, or ConnectError with one line saying why."""
+def connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT, tls: ssl.SSLContext | None = None) -> socket.socket:
+    """A connected, blocking socket, or ConnectError with one line saying why.
+
+    With ``tls`` the handshake is done here (bounded by ``timeout``) and the server's
+    certificate and host name are verified: the result is an ``ssl.SSLSocket``.
+    """
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except (OSError, OverflowError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise ConnectError(f"Error: cannot connect to {host}:{port}: {reason}") from None
+    if tls is not None:
+        try:
+            sock = tls.wrap_socket(sock, server_hostname=host)
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise ConnectError(tls_failure_line(host, port, exc)) from None
     sock.settimeout(None)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
@@ -161,6 +203,11 @@ class _Printer:
             self.out.flush()
         except (BrokenPipeError, ValueError, OSError):
             self.broken = True
+
+
+def pending(sock: socket.socket) -> int:
+    """Bytes a TLS socket has decrypted and not yet handed out (0 for plain sockets)."""
+    return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
 def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: bytes = b"") -> int:
@@ -263,7 +310,10 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
                     if mask & selectors.EVENT_READ:
                         try:
                             data = sock.recv(RECV_SIZE)
-                        except (BlockingIOError, InterruptedError):
+                            # TLS: decrypted bytes the descriptor no longer shows.
+                            while data and pending(sock):
+                                data += sock.recv(RECV_SIZE)
+                        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                             continue
                         except OSError:
                             data = b""
@@ -273,7 +323,7 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
                     if mask & selectors.EVENT_WRITE and outbuf:
                         try:
                             sent = sock.send(outbuf)
-                        except (BlockingIOError, InterruptedError):
+                        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                             continue
                         except OSError:
                             return server_gone()
@@ -314,18 +364,26 @@ def is_interactive() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    interactive = is_interactive()
     try:
-        sock = connect(args.host, args.port)
+        context = tls_context(args.cafile) if args.tls or args.cafile else None
+        # In a terminal, asyncio does the TLS handshake on the plain socket (it cannot
+        # take over an ssl.SSLSocket); in pipe mode it is done here.
+        sock = connect(args.host, args.port, tls=None if interactive else context)
     except ConnectError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONNECT
     first = greeting_lines(args.nick, args.room)
+    connected_line = CONNECTED.format(host=args.host, port=args.port)
     try:
-        print(CONNECTED.format(host=args.host, port=args.port), flush=True)
-        if is_interactive():
+        if interactive:
             from .client_ui import run_terminal  # prompt_toolkit only when it is needed
 
+            if context is not None:
+                return run_terminal(sock, first, tls=context, server_hostname=args.host, connected_line=connected_line)
+            print(connected_line, flush=True)
             return run_terminal(sock, first)
+        print(connected_line, flush=True)
         try:
             return run_pipe(sock, _stdin_fd(), sys.stdout.buffer, first)
         except KeyboardInterrupt:

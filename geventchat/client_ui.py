@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import ssl
+import sys
 import time
 import zlib
 from typing import Iterable
@@ -34,14 +36,17 @@ from prompt_toolkit.styles import Style
 from . import protocol
 from .client import (
     CLOSED_BY_SERVER,
+    CONNECT_TIMEOUT,
     DISCONNECTED,
     EXIT_CLOSED,
+    EXIT_CONNECT,
     EXIT_OK,
     LEAVE_TIMEOUT,
     MAX_SERVER_LINE,
     RECV_SIZE,
     is_leave,
     show_text,
+    tls_failure_line,
 )
 
 STYLE = Style.from_dict(
@@ -320,12 +325,39 @@ class TerminalClient:
             reading.cancel()
 
 
-def run_terminal(sock: socket.socket, first: bytes = b"") -> int:
-    """Chat in this terminal over the connected socket; returns the exit status."""
+def run_terminal(
+    sock: socket.socket,
+    first: bytes = b"",
+    tls: "ssl.SSLContext | None" = None,
+    server_hostname: str | None = None,
+    connected_line: str | None = None,
+) -> int:
+    """Chat in this terminal over the connected socket; returns the exit status.
+
+    With ``tls``, the handshake (and the certificate's verification) is asyncio's, on the
+    plain socket given; ``connected_line`` is printed once the connection is usable.
+    """
 
     async def main() -> int:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_SERVER_LINE)
+        if tls is None:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_SERVER_LINE)
+        else:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    sock=sock, limit=MAX_SERVER_LINE, ssl=tls, server_hostname=server_hostname,
+                    ssl_handshake_timeout=CONNECT_TIMEOUT,
+                )
+            except (OSError, asyncio.TimeoutError) as exc:
+                print(tls_failure_line(server_hostname or "", sock_port, exc), file=sys.stderr, flush=True)
+                return EXIT_CONNECT
+        if connected_line:
+            print(connected_line, flush=True)
         return await TerminalClient(reader, writer).run(first)
+
+    try:
+        sock_port = sock.getpeername()[1]
+    except OSError:
+        sock_port = 0
 
     try:
         return asyncio.run(main())

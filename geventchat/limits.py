@@ -41,6 +41,11 @@ IDLE_TIMEOUT = 0.0
 # line crosses a slow mobile link in well under a second, so 60 s never hits a real client.
 LINE_TIMEOUT = 60.0
 
+# Seconds a TLS handshake may take before the connection is closed. A handshake is two
+# round trips and a little CPU: 10 s covers a slow mobile link many times over, and bounds
+# how long a peer that never finishes (a plain-text client, a scanner) holds a socket.
+TLS_HANDSHAKE_TIMEOUT = 10.0
+
 # Bytes asked of the kernel per recv. Large enough to take a burst of pipelined lines in
 # one call (fewer system calls and greenlet switches); the buffer is released right away.
 RECV_SIZE = 64 * 1024

@@ -20,7 +20,7 @@ import gevent.event
 import gevent.pool
 from gevent.server import StreamServer
 
-from . import __version__, limits, protocol
+from . import __version__, limits, protocol, tls
 from .config import Settings
 from .connection import Connection, describe_peer
 from .guard import AddressCounts, Sweeper
@@ -49,8 +49,10 @@ class ChatServer:
         *,
         hub: Hub | None = None,
         listener: socket.socket | None = None,
+        tls_context: "tls.gssl.SSLContext | None" = None,
     ) -> None:
         self.settings = settings or Settings()
+        self.tls_context = tls_context  # the chat port speaks TLS when set
         # A cluster.ClusterHub links this process to others; a listening socket may be given
         # ready-made (--workers: one SO_REUSEPORT socket per worker process).
         self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
@@ -60,6 +62,7 @@ class ChatServer:
         self._stopping = False
         self._per_address = AddressCounts(self.settings.max_per_ip)
         self._sweeper = Sweeper(lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout)
+        self._handshaking: set[gevent.Greenlet] = set()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -82,6 +85,8 @@ class ChatServer:
         self._sweeper.stop()
         for connection in list(self.connections):
             connection.begin_shutdown()
+        for greenlet in list(self._handshaking):
+            greenlet.kill(block=False)
         self._handlers.join(timeout=timeout)
         self._handlers.kill(block=True, timeout=1)
         lifecycle.info("Server stopped")
@@ -98,6 +103,10 @@ class ChatServer:
             return
         try:
             _tune(sock)
+            if self.tls_context is not None:
+                sock = self._handshake(sock, address)
+                if sock is None:
+                    return
             connection = Connection(sock, address, self.hub, self.settings)
             self.connections.add(connection)
             try:
@@ -110,8 +119,25 @@ class ChatServer:
         finally:
             self._per_address.release(address[0])
 
+    def _handshake(self, sock: socket.socket, address: tuple) -> socket.socket | None:
+        """TLS handshake in this handler greenlet, bounded; one console line if it fails."""
+        current = gevent.getcurrent()
+        self._handshaking.add(current)
+        try:
+            tls_sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)
+        finally:
+            self._handshaking.discard(current)
+        if tls_sock is None:
+            log.info("TLS handshake failed from %s (%s)", describe_peer(address), reason)
+        return tls_sock
+
     def _refuse(self, sock: socket.socket, address: tuple, line: bytes, reason: str) -> None:
         log.info("Refused connection from %s (%s)", describe_peer(address), reason)
+        if self.tls_context is not None:
+            # Say it in the language the client speaks (or just close if it cannot).
+            sock, _ = tls.handshake(sock, self.tls_context, REFUSAL_TIMEOUT)
+            if sock is None:
+                return
         with gevent.Timeout(REFUSAL_TIMEOUT, False):
             try:
                 sock.sendall(line)
@@ -186,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-per-ip", type=_positive_int, default=limits.MAX_PER_IP, metavar="N", help="connections from one address at once (default %(default)s)")
     parser.add_argument("--idle-timeout", type=_seconds, default=limits.IDLE_TIMEOUT, metavar="SECONDS", help="drop a client that sends nothing for this long; 0 = never (default: never)")
     parser.add_argument("--line-timeout", type=_seconds, default=limits.LINE_TIMEOUT, metavar="SECONDS", help="drop a client that keeps one line unfinished for this long (slowloris); 0 = never (default %(default)g)")
+    parser.add_argument("--certfile", metavar="FILE", help="serve TLS on the chat port with this PEM certificate (chain); default: plain TCP")
+    parser.add_argument("--keyfile", metavar="FILE", help="the PEM private key for --certfile (default: inside --certfile)")
     parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
@@ -245,11 +273,20 @@ def main(argv: list[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.workers is not None and not args.redis_url:
         print("Error: --workers needs --redis-url (the worker processes share one chat through Redis)", file=sys.stderr)
         return 2
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
     configure_logging(args.log_level)
+    if args.certfile:
+        try:  # checked once here, so that a bad file is one line even with --workers
+            tls.server_context(args.certfile, args.keyfile)
+        except tls.TLSConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     if args.workers is not None and args.workers > 1:
         from . import cluster
 
@@ -261,6 +298,13 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
     """Run one server process until SIGINT or SIGTERM; the exit status. ``listener``: a
     listening socket to serve (a --workers worker's); ``ready()`` is called once it accepts."""
     settings = settings_from(args)
+    tls_context = None
+    if args.certfile:
+        try:
+            tls_context = tls.server_context(args.certfile, args.keyfile)
+        except tls.TLSConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     hub = None
     if args.redis_url:
         from . import bus, cluster
@@ -270,7 +314,7 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
         except bus.BusError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1
-    server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener)
+    server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener, tls_context=tls_context)
     # Handlers first: a script may signal as soon as it reads the listening line.
     stop_requested = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
