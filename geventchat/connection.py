@@ -68,6 +68,7 @@ class Connection:
         "line_mark",
         "partial_mark",
         "partial_since",
+        "_stats",
         "__weakref__",
     )
 
@@ -102,6 +103,7 @@ class Connection:
         self.last_input = self.line_mark = time.monotonic()
         self.partial_mark = 0.0
         self.partial_since = 0.0
+        self._stats = hub.stats  # counters for the metrics page (metrics.Stats)
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} {self.nick!r}>"
@@ -115,6 +117,7 @@ class Connection:
         self._outbox.append(data)
         self._pending += len(data)
         if self._pending > self._max_sendq:
+            self._stats.sendq_drops += 1
             self.drop("send queue exceeded")
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -153,6 +156,7 @@ class Connection:
             self._close_now()
             return
         self._pending -= sent
+        self._stats.bytes_out += sent
         if sent == len(data):
             self._flush_scheduled = False
         else:
@@ -171,6 +175,7 @@ class Connection:
                 while view:
                     sent = self.sock.send(view)
                     self._pending -= sent
+                    self._stats.bytes_out += sent
                     view = view[sent:]
         except OSError:
             if not self._closed:
@@ -210,6 +215,7 @@ class Connection:
             self._outbox.clear()
             self.sock.sendall(data)
             self._pending -= len(data)
+            self._stats.bytes_out += len(data)
 
     def begin_shutdown(self) -> None:
         """The server is stopping: tell the client, then make the reader finish."""
@@ -233,10 +239,12 @@ class Connection:
             bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate)) if settings.rate > 0 else None
             receive = self._receive
             monotonic = time.monotonic
+            stats = self._stats
             while not self._closed:
                 data = receive()
                 if not data:
                     break
+                stats.bytes_in += len(data)
                 self.last_input = now = monotonic()
                 events = framer.receive_data(data)
                 if events:
@@ -311,6 +319,7 @@ class Connection:
             else:
                 wait = bucket.take(time.monotonic())
                 if wait:
+                    self._stats.throttle_waits += 1
                     # Throttle by reading more slowly: nothing is dropped, and the
                     # client's TCP window closes while we wait. The wait is ours,
                     # not the client's: no idle or line timeout runs meanwhile.
@@ -333,6 +342,7 @@ class Connection:
         elif kind is protocol.Invalid:
             self.deliver(protocol.error(request.message))  # type: ignore[union-attr]
         elif kind is protocol.LineTooLong:
+            self._stats.lines_too_long += 1
             self.deliver(protocol.line_too_long(self.settings.max_line))
         elif kind is protocol.Quit:
             return request  # type: ignore[return-value]

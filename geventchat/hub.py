@@ -15,6 +15,7 @@ import logging
 from typing import Iterable, Protocol
 
 from . import limits, protocol
+from .metrics import Stats
 
 log = logging.getLogger("geventchat")
 
@@ -49,6 +50,7 @@ class Hub:
         self.log_messages = log_messages  # one console line per chat message relayed
         self.rooms: dict[str, Room] = {}
         self.members: dict[str, Member] = {}  # folded nickname -> member
+        self.stats = Stats()  # counters for the metrics page; the connections add to it too
 
     # ------------------------------------------------------------------ membership
 
@@ -150,6 +152,7 @@ class Hub:
     def chat_lines(self, member: Member, texts: "list[str] | tuple[str, ...]") -> None:
         """Chat lines from one member, in order, sent on as one piece per recipient."""
         nick = member.nick
+        self.stats.messages_received += len(texts)
         if self.log_messages:
             for text in texts:
                 log.info("%s: %s", nick, text)
@@ -157,6 +160,7 @@ class Hub:
         self.to_room(member.room, data, member)
 
     def action(self, member: Member, text: str) -> None:
+        self.stats.messages_received += 1
         if self.log_messages:
             log.info("* %s %s", member.nick, text)
         self.to_room(member.room, protocol.action_line(member.nick, text), member)
@@ -166,6 +170,7 @@ class Hub:
         if target is None:
             raise HubError(f"no such nickname: {protocol.strip_controls(target_nick)[:64]}")
         target.deliver(protocol.private_line(member.nick, text))
+        self.stats.lines_relayed += 1
         member.deliver(protocol.notice(f"To {target.nick}: {text}"))
 
     def to_room(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
@@ -184,7 +189,10 @@ class Hub:
         """
         if room is None:
             return
-        for recipient in room.members:
+        members = room.members
+        # Counted once per call, as lines times recipients (never per delivery).
+        self.stats.lines_relayed += data.count(b"\n") * (len(members) - (exclude in members))
+        for recipient in members:
             if recipient is not exclude:
                 recipient.deliver(data)
 

@@ -61,13 +61,29 @@ class ChatServer:
         self._listener = StreamServer(listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG)
         self._stopping = False
         self._per_address = AddressCounts(self.settings.max_per_ip)
-        self._sweeper = Sweeper(lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout)
+        self.stats = self.hub.stats
+        self._sweeper = Sweeper(
+            lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout, on_timeout=self.stats.timed_out
+        )
+        self._metrics = None  # metrics.MetricsServer once start_metrics() is called
         self._handshaking: set[gevent.Greenlet] = set()
 
     @property
     def address(self) -> tuple[str, int]:
         """The address actually bound (the real port when asked for port 0)."""
         return self._listener.address
+
+    def start_metrics(self, host: str, port: int) -> tuple[str, int]:
+        """Serve Prometheus text at http://HOST:PORT/metrics; returns the bound address.
+
+        Raises OSError when the address cannot be used.
+        """
+        from .metrics import MetricsServer, StatsCollector  # prometheus-client only when asked
+
+        collector = StatsCollector(self.stats, self.hub, lambda: len(self.connections))
+        self._metrics = MetricsServer(host, port, collector)
+        self._metrics.start()
+        return self._metrics.address[:2]
 
     def start(self) -> None:
         """Bind and start accepting; raises OSError when the address cannot be used."""
@@ -83,6 +99,8 @@ class ChatServer:
         self._stopping = True
         self._listener.close()
         self._sweeper.stop()
+        if self._metrics is not None:
+            self._metrics.stop()
         for connection in list(self.connections):
             connection.begin_shutdown()
         for greenlet in list(self._handshaking):
@@ -107,6 +125,7 @@ class ChatServer:
                 sock = self._handshake(sock, address)
                 if sock is None:
                     return
+            self.stats.connections_accepted += 1
             connection = Connection(sock, address, self.hub, self.settings)
             self.connections.add(connection)
             try:
@@ -128,10 +147,12 @@ class ChatServer:
         finally:
             self._handshaking.discard(current)
         if tls_sock is None:
+            self.stats.tls_handshake_failures += 1
             log.info("TLS handshake failed from %s (%s)", describe_peer(address), reason)
         return tls_sock
 
     def _refuse(self, sock: socket.socket, address: tuple, line: bytes, reason: str) -> None:
+        self.stats.connections_refused += 1
         log.info("Refused connection from %s (%s)", describe_peer(address), reason)
         if self.tls_context is not None:
             # Say it in the language the client speaks (or just close if it cannot).
@@ -214,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--line-timeout", type=_seconds, default=limits.LINE_TIMEOUT, metavar="SECONDS", help="drop a client that keeps one line unfinished for this long (slowloris); 0 = never (default %(default)g)")
     parser.add_argument("--certfile", metavar="FILE", help="serve TLS on the chat port with this PEM certificate (chain); default: plain TCP")
     parser.add_argument("--keyfile", metavar="FILE", help="the PEM private key for --certfile (default: inside --certfile)")
+    parser.add_argument("--metrics-port", type=_port, default=None, metavar="PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free port (default: off)")
     parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
@@ -315,6 +337,15 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
             print(f"Error: {exc}", file=sys.stderr)
             return 1
     server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener, tls_context=tls_context)
+    if args.metrics_port is not None:
+        try:
+            metrics_host, metrics_port = server.start_metrics(args.host, args.metrics_port)
+        except OSError as exc:
+            print(describe_bind_error(args.host, args.metrics_port, exc).replace("cannot listen", "cannot serve metrics"), file=sys.stderr)
+            if hub is not None:
+                hub.close()  # type: ignore[attr-defined]
+            return 1
+        lifecycle.info("Metrics at http://%s/metrics", describe_peer((metrics_host, metrics_port)))
     # Handlers first: a script may signal as soon as it reads the listening line.
     stop_requested = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

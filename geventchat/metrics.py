@@ -1,0 +1,133 @@
+"""Operator metrics: plain counters in the hot path, Prometheus text at scrape time.
+
+The relay's hot path only adds to int attributes of one ``Stats`` object (no locks: one
+thread, and an int add is all it costs). Deliveries are counted once per message as the
+number of its recipients, and bytes out once per flush, never per delivery. Nothing is
+formatted until Prometheus (or anyone) reads ``http://HOST:PORT/metrics``: then
+``StatsCollector`` turns the current figures into metric families for prometheus-client.
+
+The endpoint is served by gevent's own WSGI server (``gevent.pywsgi``) in the server's
+process and loop, so no thread and no monkey patching are needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterator
+
+log = logging.getLogger("geventchat")
+
+
+class Stats:
+    """What the server has done since it started (counters) — updated in the hot path."""
+
+    __slots__ = (
+        "connections_accepted",
+        "connections_refused",
+        "messages_received",
+        "lines_relayed",
+        "bytes_in",
+        "bytes_out",
+        "sendq_drops",
+        "lines_too_long",
+        "throttle_waits",
+        "tls_handshake_failures",
+        "idle_timeouts",
+        "line_timeouts",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def timed_out(self, reason: str) -> None:
+        """For the sweeper: one more idle or line timeout."""
+        if reason == "idle timeout":
+            self.idle_timeouts += 1
+        elif reason == "line timeout":
+            self.line_timeouts += 1
+
+
+# (attribute, metric name without the _total suffix, help text)
+COUNTERS = (
+    ("connections_accepted", "geventchat_connections_accepted", "Connections accepted and served (after any TLS handshake)."),
+    ("connections_refused", "geventchat_connections_refused", "Connections refused: server full or too many from one address."),
+    ("messages_received", "geventchat_messages_received", "Chat messages and /me actions received from clients."),
+    ("lines_relayed", "geventchat_lines_relayed", "Lines queued for other clients: chat, actions, private messages and presence, one per recipient."),
+    ("bytes_in", "geventchat_bytes_received", "Bytes received from clients (after TLS decryption)."),
+    ("bytes_out", "geventchat_bytes_sent", "Bytes handed to the kernel for clients (before TLS encryption)."),
+    ("sendq_drops", "geventchat_sendq_drops", "Clients dropped because their send queue passed --max-sendq."),
+    ("lines_too_long", "geventchat_lines_too_long", "Lines refused as longer than --max-line."),
+    ("throttle_waits", "geventchat_throttle_waits", "Times a client's reading was paused by --rate."),
+    ("tls_handshake_failures", "geventchat_tls_handshake_failures", "TLS handshakes that failed or timed out."),
+    ("idle_timeouts", "geventchat_idle_timeouts", "Clients dropped by --idle-timeout."),
+    ("line_timeouts", "geventchat_line_timeouts", "Clients dropped by --line-timeout (a line left unfinished)."),
+)
+
+# Rooms are made by users; a per-room series is exported for the largest ones only.
+MAX_ROOM_SERIES = 100
+
+
+class StatsCollector:
+    """A prometheus-client collector reading ``Stats`` and the hub at scrape time."""
+
+    def __init__(self, stats: Stats, hub, connected: Callable[[], int]) -> None:
+        self.stats = stats
+        self.hub = hub
+        self.connected = connected
+
+    def describe(self) -> list:
+        return []  # no describe-time collection: families are made fresh at each scrape
+
+    def collect(self) -> Iterator:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = self.stats
+        for attr, name, help_text in COUNTERS:
+            yield CounterMetricFamily(name, help_text, value=getattr(stats, attr))
+        yield GaugeMetricFamily("geventchat_clients_connected", "Clients connected to this server now.", value=self.connected())
+        rooms = self.hub.room_counts()
+        yield GaugeMetricFamily("geventchat_rooms", "Rooms with at least one member.", value=len(rooms))
+        members = GaugeMetricFamily(
+            "geventchat_room_members",
+            f"Members of each room (the {MAX_ROOM_SERIES} largest rooms).",
+            labels=["room"],
+        )
+        for name, count in sorted(rooms, key=lambda rc: -rc[1])[:MAX_ROOM_SERIES]:
+            members.add_metric([name], count)
+        yield members
+
+
+class MetricsServer:
+    """``GET /metrics`` in Prometheus text format, served in this process's gevent loop."""
+
+    def __init__(self, host: str, port: int, collector: StatsCollector) -> None:
+        from gevent.pywsgi import WSGIServer
+        from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
+
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(collector)
+        ProcessCollector(registry=self.registry)  # resident memory, CPU, open fds
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") in ("/metrics", "/metrics/"):
+                return metrics_app(environ, start_response)
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"Not found: the metrics are at /metrics\n"]
+
+        self._server = WSGIServer((host, port), app, log=None, error_log=None)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.address
+
+    def start(self) -> None:
+        """Bind and serve; raises OSError if the address cannot be used."""
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(timeout=1)
