@@ -289,6 +289,7 @@ def test_tls_in_a_real_terminal(tls_server, pki):
         term.keys("hello raw")
         term.press("Enter")
         other.until(lambda l: l == "termtls: hello raw")
+        term.wait_screen(lambda lines: term.input_line(lines) == "[lobby] termtls>", "an empty input line after Enter")
         term.press("C-d")
         assert "Disconnected from server" in term.wait_text("[exit 0]")
     finally:
