@@ -239,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
+    parser.add_argument("--web-port", type=_port, default=None, metavar="PORT", help="also serve the browser client (page and WebSocket) on this port; 0 picks a free one (default: off)")
+    parser.add_argument("--web-origins", default=None, metavar="ORIGIN[,ORIGIN...]", help="other pages allowed to open the WebSocket, as scheme://host[:port] (default: the page's own origin only)")
     cluster = parser.add_argument_group("scale-out over Redis")
     cluster.add_argument("--redis-url", metavar="URL", help="join the chat of every server behind this Redis, e.g. redis://127.0.0.1:6379/0 (default: off)")
     cluster.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="N server processes share the port, joined over --redis-url (default: one process)")
@@ -302,6 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
+    if args.web_port is not None:
+        if args.workers is not None and args.workers > 1:
+            print("Error: --web-port does not work with --workers yet (run the web port on a server of its own)", file=sys.stderr)
+            return 2
+        from .web import parse_origins
+
+        try:
+            parse_origins(args.web_origins)
+        except ValueError as exc:
+            parser.error(f"argument --web-origins: {exc}")
     configure_logging(args.log_level)
     if args.certfile:
         try:  # checked once here, so that a bad file is one line even with --workers
@@ -357,9 +369,24 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
         if hub is not None:
             hub.close()  # type: ignore[attr-defined]
         return 1
+    web = None
+    if args.web_port is not None:
+        from .web import WebServer, parse_origins
+
+        web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins))
+        try:
+            web.start()
+        except OSError as exc:
+            print(describe_bind_error(args.host, args.web_port, exc), file=sys.stderr)
+            server.stop(timeout=0)
+            if hub is not None:
+                hub.close()  # type: ignore[attr-defined]
+            return 1
     if ready is not None:
         ready()
     stop_requested.wait()
+    if web is not None:
+        web.close()
     server.stop()
     if hub is not None:
         hub.close()  # type: ignore[attr-defined]

@@ -1,0 +1,152 @@
+"""The web listener of a real server, driven by a plain WebSocket client (no browser):
+the same chat as TCP, the same limits, origins, bad input and shutdown."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from conftest import HOST
+from web_helpers import Refused, WsClient, web_port
+
+
+@pytest.fixture
+def web_server(start_server):
+    server = start_server("--web-port", "0")
+    server.web_port = web_port(server)
+    return server
+
+
+def http(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(raw)
+        got = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not data:
+                break
+            got += data
+        return got
+
+
+def test_web_port_is_off_unless_asked(server):
+    assert not any("Web client" in line for line in server.stdout_lines())
+
+
+def test_the_page_and_its_assets_are_served(web_server):
+    page = http(web_server.web_port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert page.startswith(b"HTTP/1.1 200 ")
+    assert b"<!doctype html>" in page.lower()
+    for asset in (b"/static/app.js", b"/static/style.css"):
+        reply = http(web_server.web_port, b"GET " + asset + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 200 "), asset
+        assert asset in page  # the page loads it from this same server
+    assert b"http://" not in page and b"https://" not in page  # nothing from elsewhere
+
+
+def test_browser_and_terminal_users_chat_in_one_room(web_server, clients):
+    tcp = clients(web_server)
+    web = WsClient(web_server.web_port)
+    try:
+        tcp.expect(f"*** {web.nick} joined lobby")
+        web.send("hello from the web")
+        tcp.expect(f"{web.nick}: hello from the web")
+        tcp.send("hello from the terminal")
+        web.expect(f"{tcp.nick}: hello from the terminal")
+        web.send("/nick webby", "/me waves", f"/msg {tcp.nick} psst", "/who")
+        web.expect("*** You are now known as webby", f"*** To {tcp.nick}: psst", f"*** Members of lobby (2): {tcp.nick} webby")
+        tcp.expect(f"*** {web.nick} is now known as webby", "* webby waves", "*webby* psst")
+        web.send("exit")
+        assert web.until_closed() == []
+        assert web.closed is not None and web.closed.code == 1000
+        tcp.expect("*** webby quit")
+        web_server.wait_for_text(f"Client 127.0.0.1:{web.port} disconnected")
+    finally:
+        web.close()
+
+
+def test_a_frame_longer_than_max_line_gets_an_error_and_the_connection_stays(start_server, clients):
+    server = start_server("--web-port", "0", "--max-line", "100", "--no-presence")
+    tcp = clients(server)
+    web = WsClient(web_port(server))
+    try:
+        web.send("a" * 101, "b" * 100)
+        assert web.line().startswith("*** Error: line too long")
+        tcp.expect(f"{web.nick}: " + "b" * 100)
+    finally:
+        web.close()
+
+
+def test_a_cross_origin_handshake_is_refused_with_403_and_a_log_line(start_server):
+    server = start_server("--web-port", "0", "--web-origins", "https://front.example")
+    port = web_port(server)
+    with pytest.raises(Refused) as refused:
+        WsClient(port, origin="http://evil.example")
+    assert refused.value.status == 403 and b" 101 " not in refused.value.raw
+    server.wait_for(lambda l: "Refused WebSocket from 127.0.0.1:" in l and "evil.example" in l)
+    WsClient(port, origin="https://front.example").close()  # listed
+    WsClient(port).close()  # same origin
+
+
+def test_bad_http_and_bad_frames_get_a_clean_close_and_a_log_line(web_server, clients):
+    tcp = clients(web_server)
+    reply = http(web_server.web_port, b"\x00\x01garbage\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    web_server.wait_for(lambda l: l.startswith("Bad HTTP request from 127.0.0.1:"))
+    web = WsClient(web_server.web_port)
+    tcp.expect(f"*** {web.nick} joined lobby")
+    web.send_raw(b"\x81\x05hello")  # not masked
+    assert web.until_closed() == []
+    assert web.closed is not None and web.closed.code == 1002
+    web.close()
+    web_server.wait_for(lambda l: l.startswith(f"Client 127.0.0.1:{web.port} disconnected (bad WebSocket data"))
+    tcp.until(lambda l: l.startswith(f"*** {web.nick} quit"))
+    tcp.send("still serving")
+    tcp.expect_nothing()
+    assert not any("Traceback" in line for line in web_server.stdout_lines() + web_server.stderr_lines())
+
+
+def test_a_stop_tells_web_clients_and_closes_with_going_away(web_server):
+    web = WsClient(web_server.web_port)
+    web_server.signal(15)
+    assert web.until_closed() == ["*** Server shutting down"]
+    assert web.closed is not None and web.closed.code == 1001
+    web.close()
+    assert web_server.wait(10) == 0
+
+
+def test_max_clients_counts_web_clients_too(start_server, clients):
+    server = start_server("--web-port", "0", "--max-clients", "1")
+    port = web_port(server)
+    first = WsClient(port)
+    try:
+        second = WsClient(port, welcome=False)
+        assert second.until_closed() == ["*** Error: server full"]
+        second.close()
+        full = clients(server, welcome=False)
+        assert full.read_to_eof() == ["*** Error: server full"]
+    finally:
+        first.close()
+
+
+def test_web_port_in_use_is_one_line_and_exit_1(web_server):
+    from conftest import run_server_command
+
+    done = run_server_command("--port", "0", "--web-port", str(web_server.web_port))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{web_server.web_port}: port {web_server.web_port} is already in use"]
+
+
+def test_an_idle_http_connection_does_not_delay_the_stop(web_server):
+    idle = socket.create_connection((HOST, web_server.web_port))
+    try:
+        start = time.monotonic()
+        assert web_server.stop() == 0
+        assert time.monotonic() - start < 3
+    finally:
+        idle.close()
