@@ -587,15 +587,24 @@ class WebServer:
             log.info("Refused connection from %s (server full)", peer)
             self._refuse(sock, upgrade, protocol.SERVER_FULL, "server full", CLOSE_TRY_AGAIN_LATER)
             return
-        connection = WebSocketConnection(sock, address, chat.hub, chat.settings, upgrade.ws, upgrade.trailing)
-        chat.connections.add(connection)
+        per_address = getattr(chat, "_per_address", None)  # --max-per-ip, shared with TCP
+        if per_address is not None and not per_address.acquire(address[0]):
+            log.info("Refused connection from %s (too many connections from this address)", peer)
+            self._refuse(sock, upgrade, protocol.TOO_MANY_FROM_ADDRESS, "too many connections", CLOSE_TRY_AGAIN_LATER)
+            return
         try:
-            connection.serve()
-        except Exception:
-            log.exception("Internal error while serving %s", connection.peer)
-            sock.close()
+            connection = WebSocketConnection(sock, address, chat.hub, chat.settings, upgrade.ws, upgrade.trailing)
+            chat.connections.add(connection)
+            try:
+                connection.serve()
+            except Exception:  # a bug: log it with its traceback, keep serving everyone else
+                log.exception("Internal error while serving %s", connection.peer)
+                sock.close()
+            finally:
+                chat.connections.discard(connection)
         finally:
-            chat.connections.discard(connection)
+            if per_address is not None:
+                per_address.release(address[0])
 
     def _serve_http(self, sock: socket.socket, peer: str) -> Upgrade | None:
         """Answer HTTP requests until the connection closes or becomes a WebSocket."""

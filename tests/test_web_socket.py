@@ -134,6 +134,21 @@ def test_max_clients_counts_web_clients_too(start_server, clients):
         first.close()
 
 
+def test_max_per_ip_counts_web_and_tcp_connections_together(start_server, clients):
+    server = start_server("--web-port", "0", "--max-per-ip", "2")
+    port = web_port(server)
+    tcp = clients(server)
+    web = WsClient(port)
+    try:
+        third = WsClient(port, welcome=False)
+        assert third.until_closed() == ["*** Error: too many connections from your address"]
+        third.close()
+    finally:
+        web.close()
+    tcp.until(lambda l: l.startswith(f"*** {web.nick} quit"))
+    WsClient(port).close()  # the place is free again
+
+
 def test_web_port_in_use_is_one_line_and_exit_1(web_server):
     from conftest import run_server_command
 
