@@ -1,0 +1,525 @@
+// geventchat browser client. Plain JavaScript, no build step, nothing from elsewhere.
+//
+// It speaks the server's line protocol over a WebSocket at /ws of this same server: one
+// text frame per line, both ways. Text from the network is only ever put into the page
+// with textContent / text nodes, never parsed as HTML.
+"use strict";
+
+(function () {
+  const MAX_MESSAGES = 2000; // older lines are dropped from the page
+  const MAX_HISTORY = 200; // sent lines kept for arrow-up
+  const BACKOFF_FIRST = 1000; // ms before the first reconnect attempt
+  const BACKOFF_MAX = 30000; // ms between attempts at most
+  const REFRESH_EVERY = 60000; // ms between quiet /rooms + /who while the page is visible
+  const ROOM_RE = /^([A-Za-z0-9_\-#.]{1,32}) \((\d+)\)$/;
+  const WHO_RE = /^Members of (\S+) \((\d+)\): ?(.*)$/;
+  const WELCOME_RE = /^Welcome, (\S+)! You are in (\S+)\./;
+  const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
+
+  const $ = (id) => document.getElementById(id);
+  const app = $("app");
+  const list = $("messages");
+  const input = $("input");
+  const statusEl = $("status");
+  const banner = $("banner");
+  const bannerText = $("banner-text");
+  const roomsEl = $("rooms");
+  const membersEl = $("members");
+
+  const state = {
+    ws: null,
+    nick: "",
+    room: "",
+    wantNick: "", // the nickname the user chose, restored after a reconnect
+    wantRoom: "", // likewise the room
+    rooms: new Map(), // name -> count
+    members: [],
+    attempts: 0,
+    timer: null, // reconnect timer
+    countdown: null,
+    userQuit: false,
+    history: [],
+    historyPos: -1,
+    draft: "",
+    quietRooms: 0, // /rooms sent by the page itself: hide their replies
+    quietWho: 0,
+    roomBatch: null, // room lines being collected (/rooms, /stats)
+    roomBatchTimer: null,
+    whoBatch: null, // {room, total, names}
+    refreshTimer: null,
+  };
+
+  // ------------------------------------------------------------------ the connection
+
+  function socketUrl() {
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  }
+
+  function connect() {
+    clearTimeout(state.timer);
+    clearInterval(state.countdown);
+    state.timer = state.countdown = null;
+    if (state.ws) return;
+    state.userQuit = false;
+    setStatus("connecting", "Connecting\u2026");
+    let ws;
+    try {
+      ws = new WebSocket(socketUrl());
+    } catch (err) {
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    ws.onmessage = (event) => {
+      if (typeof event.data === "string") receive(event.data);
+    };
+    ws.onclose = (event) => {
+      if (state.ws !== ws) return;
+      state.ws = null;
+      state.quietRooms = state.quietWho = 0;
+      state.roomBatch = state.whoBatch = null;
+      if (state.userQuit) {
+        setStatus("left", "Left");
+        showBanner("You left the chat.", "Join again");
+        addLocal("You left the chat.");
+      } else {
+        addLocal(event.code === 1001 ? "The server went away." : "Connection lost.");
+        scheduleReconnect();
+      }
+    };
+  }
+
+  function scheduleReconnect() {
+    const base = Math.min(BACKOFF_MAX, BACKOFF_FIRST * Math.pow(2, state.attempts));
+    const delay = Math.round(base * (0.75 + Math.random() * 0.5)); // jitter: not all at once
+    state.attempts += 1;
+    let due = Date.now() + delay;
+    const tick = () => {
+      const left = Math.max(0, Math.ceil((due - Date.now()) / 1000));
+      setStatus("disconnected", "Disconnected");
+      showBanner("Disconnected. Reconnecting in " + left + " s\u2026", "Reconnect now");
+    };
+    tick();
+    state.countdown = setInterval(tick, 500);
+    state.timer = setTimeout(connect, delay);
+  }
+
+  function sendLine(line) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(line);
+    return true;
+  }
+
+  function quietRefresh() {
+    // The page's own /rooms and /who: their replies update the panels, not the log.
+    if (sendLine("/rooms")) state.quietRooms += 1;
+    if (sendLine("/who")) state.quietWho += 1;
+  }
+
+  function setStatus(name, text) {
+    app.dataset.state = name;
+    statusEl.dataset.state = name;
+    statusEl.textContent = text;
+    if (name === "connected") hideBanner();
+  }
+
+  function showBanner(text, button) {
+    bannerText.textContent = text;
+    $("reconnect-now").textContent = button;
+    banner.hidden = false;
+  }
+
+  function hideBanner() {
+    banner.hidden = true;
+  }
+
+  // ---------------------------------------------------------------- received lines
+
+  function receive(line) {
+    // Room lines come in a block with nothing between them; the first other line ends it.
+    const roomMatch = line.startsWith("*** ") ? ROOM_RE.exec(line.slice(4)) : null;
+    if (!roomMatch && state.roomBatch) endRoomBatch();
+
+    if (line.startsWith("*** Error: ")) {
+      addMessage("error", null, line.slice(4));
+    } else if (line.startsWith("*** ")) {
+      notice(line.slice(4), roomMatch);
+    } else if (line.startsWith("* ")) {
+      const rest = line.slice(2);
+      const space = rest.indexOf(" ");
+      const nick = space < 0 ? rest : rest.slice(0, space);
+      addMessage("action", nick, space < 0 ? "" : rest.slice(space + 1));
+    } else {
+      let m = /^\*([^*\s]+)\* ([\s\S]*)$/.exec(line);
+      if (m) {
+        addMessage("private", m[1], m[2]);
+        return;
+      }
+      m = /^([^\s:*][^\s:]*): ([\s\S]*)$/.exec(line);
+      if (m) addMessage("chat", m[1], m[2]);
+      else addMessage("other", null, line);
+    }
+  }
+
+  function notice(text, roomMatch) {
+    let m;
+    if (roomMatch) {
+      if (!state.roomBatch) state.roomBatch = { quiet: state.quietRooms > 0, rooms: new Map() };
+      state.roomBatch.rooms.set(roomMatch[1], Number(roomMatch[2]));
+      // A reply's lines arrive together: if nothing follows soon, the list is complete.
+      clearTimeout(state.roomBatchTimer);
+      state.roomBatchTimer = setTimeout(() => state.roomBatch && endRoomBatch(), 250);
+      if (state.roomBatch.quiet) return;
+    } else if ((m = WHO_RE.exec(text))) {
+      if (!state.whoBatch) state.whoBatch = { room: m[1], total: Number(m[2]), names: [], quiet: state.quietWho > 0 };
+      const batch = state.whoBatch;
+      if (m[3]) batch.names.push(...m[3].split(" ").filter(Boolean));
+      if (batch.names.length >= batch.total) {
+        state.whoBatch = null;
+        if (batch.quiet) state.quietWho -= 1;
+        if (batch.room.toLowerCase() === state.room.toLowerCase()) setMembers(batch.names);
+      }
+      if (batch.quiet) return;
+    } else if ((m = WELCOME_RE.exec(text))) {
+      state.attempts = 0;
+      setStatus("connected", "Connected");
+      setNick(m[1]);
+      setRoom(m[2]);
+      state.rooms = new Map();
+      setMembers([]);
+      // After a reconnect: take back the chosen nickname and room.
+      if (state.wantNick && state.wantNick.toLowerCase() !== m[1].toLowerCase()) sendLine("/nick " + state.wantNick);
+      if (state.wantRoom && state.wantRoom.toLowerCase() !== m[2].toLowerCase()) sendLine("/join " + state.wantRoom);
+      quietRefresh();
+    } else if ((m = /^You are now known as (\S+)$/.exec(text))) {
+      const old = state.nick;
+      state.members = state.members.map((n) => (sameName(n, old) ? m[1] : n));
+      setNick(m[1]);
+      state.wantNick = m[1];
+      renderMembers();
+    } else if ((m = /^You are now in (\S+)$/.exec(text))) {
+      setRoom(m[1]);
+      state.wantRoom = m[1];
+      setMembers([]);
+      quietRefresh();
+    } else if ((m = /^(\S+) joined (\S+)$/.exec(text))) {
+      if (sameRoom(m[2]) && !hasMember(m[1])) setMembers(state.members.concat([m[1]]));
+    } else if ((m = /^(\S+) left (\S+)$/.exec(text))) {
+      if (sameRoom(m[2])) setMembers(state.members.filter((n) => !sameName(n, m[1])));
+    } else if ((m = /^(\S+) is now known as (\S+)$/.exec(text))) {
+      setMembers(state.members.map((n) => (sameName(n, m[1]) ? m[2] : n)));
+    } else if ((m = /^(\S+) quit( \(.*\))?$/.exec(text))) {
+      setMembers(state.members.filter((n) => !sameName(n, m[1])));
+    }
+    addMessage("notice", null, text);
+  }
+
+  function endRoomBatch() {
+    clearTimeout(state.roomBatchTimer);
+    const batch = state.roomBatch;
+    state.roomBatch = null;
+    if (batch.quiet) state.quietRooms = Math.max(0, state.quietRooms - 1);
+    state.rooms = batch.rooms;
+    renderRooms();
+  }
+
+  const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
+  const sameRoom = (name) => sameName(name, state.room);
+  const hasMember = (nick) => state.members.some((n) => sameName(n, nick));
+
+  function setNick(nick) {
+    state.nick = nick;
+    $("nick-name").textContent = nick;
+  }
+
+  function setRoom(room) {
+    state.room = room;
+    $("room-name").textContent = room;
+    document.title = room + " \u2013 geventchat";
+    renderRooms();
+  }
+
+  function setMembers(names) {
+    state.members = names.slice();
+    if (state.room) state.rooms.set(state.room, names.length || state.rooms.get(state.room) || 1);
+    renderMembers();
+    renderRooms();
+  }
+
+  // ------------------------------------------------------------------------ display
+
+  function nickHue(nick) {
+    // FNV-1a over the folded name, spread over 24 well-separated hues.
+    let h = 0x811c9dc5;
+    const s = nick.toLowerCase();
+    for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+    return (h % 24) * 15;
+  }
+
+  function nickSpan(nick) {
+    const span = document.createElement("span");
+    span.className = "nick";
+    span.textContent = nick;
+    span.style.setProperty("--hue", String(nickHue(nick)));
+    span.title = "Send a private message to " + nick;
+    span.addEventListener("click", () => startPrivate(nick));
+    return span;
+  }
+
+  // Text with web addresses as links; every piece goes in as text.
+  function appendText(parent, text) {
+    let last = 0;
+    URL_RE.lastIndex = 0;
+    let m;
+    while ((m = URL_RE.exec(text))) {
+      if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
+      let url = null;
+      try {
+        url = new URL(m[0]);
+      } catch (err) {
+        url = null;
+      }
+      if (url && (url.protocol === "http:" || url.protocol === "https:")) {
+        const a = document.createElement("a");
+        a.href = url.href;
+        a.textContent = m[0];
+        a.target = "_blank";
+        a.rel = "noopener noreferrer nofollow";
+        parent.appendChild(a);
+      } else {
+        parent.appendChild(document.createTextNode(m[0]));
+      }
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
+  }
+
+  function mentions(text) {
+    if (!state.nick) return false;
+    const escaped = state.nick.replace(/[.*+?^${}()|[\]\\\-]/g, "\\$&");
+    return new RegExp("(^|[^A-Za-z0-9_\\-\\[\\]{}|^])" + escaped + "($|[^A-Za-z0-9_\\-\\[\\]{}|^])", "i").test(text);
+  }
+
+  function addMessage(kind, nick, text, extraClass) {
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+    const li = document.createElement("li");
+    li.className = "msg " + kind + (extraClass ? " " + extraClass : "");
+    const time = document.createElement("time");
+    time.className = "time";
+    const now = new Date();
+    time.dateTime = now.toISOString();
+    time.textContent = String(now.getHours()).padStart(2, "0") + ":" + String(now.getMinutes()).padStart(2, "0");
+    li.appendChild(time);
+    if (kind === "private") {
+      const tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = "private";
+      li.appendChild(tag);
+    }
+    if (kind === "action") li.appendChild(document.createTextNode("* "));
+    if (nick !== null) {
+      li.appendChild(nickSpan(nick));
+      li.appendChild(document.createTextNode(kind === "action" ? " " : ": "));
+    }
+    const body = document.createElement("span");
+    body.className = "text";
+    appendText(body, text);
+    li.appendChild(body);
+    if ((kind === "chat" || kind === "action") && nick && !sameName(nick, state.nick) && mentions(text)) li.classList.add("mention");
+    list.appendChild(li);
+    while (list.childElementCount > MAX_MESSAGES) list.firstElementChild.remove();
+    if (atBottom || extraClass === "self") list.scrollTop = list.scrollHeight;
+  }
+
+  function addLocal(text) {
+    addMessage("notice", null, text, "local");
+  }
+
+  function renderRooms() {
+    roomsEl.replaceChildren();
+    const names = Array.from(state.rooms.keys()).sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+    for (const name of names) {
+      const li = document.createElement("li");
+      if (sameRoom(name)) li.className = "current";
+      li.title = sameRoom(name) ? "Your room" : "Join " + name;
+      const label = document.createElement("span");
+      label.className = "name";
+      label.textContent = name;
+      const count = document.createElement("span");
+      count.className = "count";
+      count.textContent = String(state.rooms.get(name));
+      li.append(label, count);
+      li.addEventListener("click", () => {
+        if (!sameRoom(name)) sendCommand("/join " + name);
+        closeSide();
+      });
+      roomsEl.appendChild(li);
+    }
+  }
+
+  function renderMembers() {
+    membersEl.replaceChildren();
+    const names = state.members.slice().sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
+    for (const name of names) {
+      const li = document.createElement("li");
+      li.appendChild(nickSpan(name));
+      if (sameName(name, state.nick)) li.classList.add("me");
+      membersEl.appendChild(li);
+    }
+    $("member-count").textContent = names.length ? "(" + names.length + ")" : "";
+  }
+
+  function startPrivate(nick) {
+    if (sameName(nick, state.nick)) return;
+    input.value = "/msg " + nick + " ";
+    input.focus();
+    closeSide();
+  }
+
+  // -------------------------------------------------------------------------- input
+
+  function sendCommand(line) {
+    if (!sendLine(line)) {
+      addMessage("error", null, "Not connected: \u201c" + line + "\u201d was not sent.");
+      return false;
+    }
+    return true;
+  }
+
+  function submit(line) {
+    if (!line.trim()) return;
+    if (!sendCommand(line)) return;
+    remember(line);
+    const trimmed = line.trim();
+    if (trimmed === "exit" || /^\/quit(\s|$)/i.test(trimmed)) {
+      state.userQuit = true;
+      return;
+    }
+    // The server never sends our own chat lines back: show them here.
+    if (line.startsWith("//")) {
+      addMessage("chat", state.nick, line.slice(1), "self");
+    } else if (!line.startsWith("/")) {
+      addMessage("chat", state.nick, line, "self");
+    } else {
+      const me = /^\/me\s+([\s\S]+)$/i.exec(line);
+      if (me) addMessage("action", state.nick, me[1], "self");
+    }
+  }
+
+  function remember(line) {
+    if (state.history[state.history.length - 1] !== line) state.history.push(line);
+    if (state.history.length > MAX_HISTORY) state.history.shift();
+    state.historyPos = -1;
+    state.draft = "";
+  }
+
+  function historyStep(direction) {
+    const h = state.history;
+    if (!h.length) return;
+    if (state.historyPos === -1) {
+      if (direction > 0) return;
+      state.draft = input.value;
+      state.historyPos = h.length - 1;
+    } else {
+      state.historyPos += direction;
+      if (state.historyPos >= h.length) {
+        state.historyPos = -1;
+        input.value = state.draft;
+        return;
+      }
+      if (state.historyPos < 0) state.historyPos = 0;
+    }
+    input.value = h[state.historyPos];
+    requestAnimationFrame(() => input.setSelectionRange(input.value.length, input.value.length));
+  }
+
+  function complete() {
+    // Tab: complete a nickname (or a /command at the start).
+    const pos = input.selectionStart;
+    const before = input.value.slice(0, pos);
+    const m = /(\S+)$/.exec(before);
+    if (!m) return false;
+    const word = m[1];
+    let choices;
+    if (word.startsWith("/") && m.index === 0) {
+      choices = ["/nick ", "/join ", "/rooms", "/who", "/msg ", "/me ", "/help", "/quit"];
+    } else {
+      const stem = word.replace(/^@/, "");
+      choices = state.members.filter((n) => !sameName(n, state.nick)).map((n) => (word.startsWith("@") ? "@" : "") + n + (m.index === 0 ? ": " : " "));
+      if (!stem) return false;
+    }
+    const found = choices.find((c) => c.toLowerCase().startsWith(word.toLowerCase()));
+    if (!found) return false;
+    input.value = before.slice(0, m.index) + found + input.value.slice(pos);
+    const caret = m.index + found.length;
+    input.setSelectionRange(caret, caret);
+    return true;
+  }
+
+  $("send-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const line = input.value;
+    if (!line.trim()) return;
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+      addMessage("error", null, "Not connected yet: your line is kept in the box.");
+      return;
+    }
+    submit(line);
+    input.value = "";
+  });
+
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "ArrowUp" && !event.shiftKey) {
+      event.preventDefault();
+      historyStep(-1);
+    } else if (event.key === "ArrowDown" && !event.shiftKey) {
+      event.preventDefault();
+      historyStep(1);
+    } else if (event.key === "Tab" && !event.shiftKey && input.value) {
+      if (complete()) event.preventDefault();
+    }
+  });
+
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const field = $("join-input");
+    const room = field.value.trim();
+    if (!room) return;
+    if (sendCommand("/join " + room)) field.value = "";
+    closeSide();
+  });
+
+  $("refresh").addEventListener("click", quietRefresh);
+
+  $("reconnect-now").addEventListener("click", () => {
+    state.attempts = 0;
+    connect();
+  });
+
+  const toggle = $("toggle-side");
+  function closeSide() {
+    app.classList.remove("side-open");
+    toggle.setAttribute("aria-expanded", "false");
+  }
+  toggle.addEventListener("click", () => {
+    const open = app.classList.toggle("side-open");
+    toggle.setAttribute("aria-expanded", String(open));
+  });
+  list.addEventListener("click", closeSide);
+
+  // Back online or back to the tab: try at once instead of waiting for the backoff.
+  window.addEventListener("online", () => {
+    if (!state.ws && !state.userQuit) connect();
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && !state.ws && !state.userQuit && state.timer) connect();
+  });
+
+  state.refreshTimer = setInterval(() => {
+    if (document.visibilityState === "visible" && state.ws && state.ws.readyState === WebSocket.OPEN) quietRefresh();
+  }, REFRESH_EVERY);
+
+  connect();
+  input.focus();
+})();

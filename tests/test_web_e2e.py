@@ -1,0 +1,318 @@
+"""The browser client end to end: a real server, Debian's chromium driven by Playwright,
+and terminal (TCP) users in the same rooms.
+
+Playwright's own browser download is not used: the tests launch the system chromium
+(``GEVENTCHAT_CHROMIUM`` or ``chromium`` on PATH; ``.ci/run`` installs it). Without it
+these tests are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ROOT, ServerProcess
+from web_helpers import web_port
+
+CHROMIUM = os.environ.get("GEVENTCHAT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM and os.environ.get("GEVENTCHAT_REQUIRE_CHROMIUM"):
+    raise RuntimeError("GEVENTCHAT_REQUIRE_CHROMIUM is set but no chromium is on PATH")
+if not CHROMIUM:
+    pytest.skip("no chromium on PATH (apt-get install chromium; .ci/run does): browser tests skipped", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -r requirements-dev.txt)")
+expect = sync_api.expect
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+UI_WAIT = 10_000  # ms: what the page should do "at once" on localhost, with room for CI
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class ChatPage:
+    """One browser tab on the chat page; records any dialog (alert) that fires."""
+
+    def __init__(self, browser, url: str, viewport=(1100, 640)) -> None:
+        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+        self.context.set_default_timeout(UI_WAIT)
+        self.page = self.context.new_page()
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+
+        def on_dialog(dialog) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        self.page.on("dialog", on_dialog)
+        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.page.goto(url)
+        self.wait_connected()
+
+    def wait_connected(self, timeout: int = UI_WAIT) -> None:
+        expect(self.page.locator("#status")).to_have_attribute("data-state", "connected", timeout=timeout)
+
+    @property
+    def nick(self) -> str:
+        return self.page.locator("#nick-name").text_content() or ""
+
+    def say(self, line: str) -> None:
+        self.page.fill("#input", line)
+        self.page.press("#input", "Enter")
+
+    def messages(self, kind: str = ""):
+        return self.page.locator("#messages li" + (f".{kind}" if kind else ""))
+
+    def sees(self, kind: str, text: str, timeout: int = UI_WAIT) -> None:
+        """A message of ``kind`` whose text (time stamp aside) contains ``text`` appears."""
+        expect(self.messages(kind).filter(has_text=text).first).to_be_visible(timeout=timeout)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def pages(browser):
+    opened: list[ChatPage] = []
+
+    def open_page(url: str, **kwargs) -> ChatPage:
+        page = ChatPage(browser, url, **kwargs)
+        opened.append(page)
+        return page
+
+    yield open_page
+    for page in opened:
+        page.close()
+
+
+def url_of(server: ServerProcess) -> str:
+    return f"http://127.0.0.1:{web_port(server)}/"
+
+
+INJECTION = "<img src=x onerror=alert(1)>"
+
+
+def test_two_pages_and_a_terminal_chat_in_one_room(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    url = url_of(server)
+    carol = clients(server)
+    carol.send("/nick carol")
+    carol.expect("*** You are now known as carol")
+
+    alice = pages(url)
+    alice.say("/nick alice")
+    expect(alice.page.locator("#nick-name")).to_have_text("alice", timeout=UI_WAIT)
+    bob = pages(url)
+    bob.say("/nick bob")
+    expect(bob.page.locator("#nick-name")).to_have_text("bob", timeout=UI_WAIT)
+    carol.until(lambda l: l.endswith(" is now known as bob"))
+
+    # The member list and the room list come from /who and /rooms (and presence lines).
+    for page in (alice, bob):
+        expect(page.page.locator("#members li")).to_have_count(3, timeout=UI_WAIT)
+        expect(page.page.locator("#members")).to_contain_text("carol")
+    expect(alice.page.locator("#rooms li.current")).to_contain_text("lobby3")
+
+    alice.say("hi everyone, the build is green")
+    bob.sees("chat", "alice: hi everyone, the build is green")
+    carol.until(lambda l: l == "alice: hi everyone, the build is green")
+    alice.sees("chat.self", "hi everyone, the build is green")  # the sender's own line, shown locally
+
+    carol.send("nice, shipping the relay now")
+    alice.sees("chat", "carol: nice, shipping the relay now")
+    bob.sees("chat", "carol: nice, shipping the relay now")
+
+    bob.say("/me is reviewing the WebSocket gateway")
+    alice.sees("action", "* bob is reviewing the WebSocket gateway")
+    carol.until(lambda l: l == "* bob is reviewing the WebSocket gateway")
+
+    carol.send("/msg alice lunch at 12?")
+    alice.sees("private", "carol: lunch at 12?")
+    expect(bob.messages("private")).to_have_count(0)
+
+    # HTML from the network is text: shown literally, no element made, no dialog.
+    carol.send(INJECTION)
+    alice.sees("chat", "carol: " + INJECTION)
+    bob.sees("chat", "carol: " + INJECTION)
+    bob.say("did you see " + INJECTION + " ?")
+    carol.until(lambda l: l == "bob: did you see " + INJECTION + " ?")
+    alice.sees("chat", "bob: did you see " + INJECTION)
+    for page in (alice, bob):
+        assert page.page.locator("#messages img").count() == 0
+        assert page.dialogs == []
+
+    alice.say("/msg carol yes, 12 works")
+    alice.sees("notice", "To carol: yes, 12 works")
+    carol.until(lambda l: l == "*alice* yes, 12 works")
+
+    # History: arrow up brings back the last lines sent, in order.
+    alice.page.click("#input")
+    alice.page.keyboard.press("ArrowUp")
+    expect(alice.page.locator("#input")).to_have_value("/msg carol yes, 12 works")
+    alice.page.keyboard.press("ArrowUp")
+    expect(alice.page.locator("#input")).to_have_value("hi everyone, the build is green")
+    alice.page.keyboard.press("ArrowDown")
+    alice.page.keyboard.press("ArrowDown")
+    expect(alice.page.locator("#input")).to_have_value("")
+
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    alice.page.screenshot(path=str(SCREENSHOT))
+
+    # /join moves a page to another room: the others see it leave, its chat stays there.
+    bob.say("/join #dev")
+    expect(bob.page.locator("#room-name")).to_have_text("#dev", timeout=UI_WAIT)
+    bob.sees("notice", "You are now in #dev")
+    carol.until(lambda l: l == "*** bob left lobby")
+    expect(alice.page.locator("#members li")).to_have_count(2, timeout=UI_WAIT)
+    expect(bob.page.locator("#members li")).to_have_count(1, timeout=UI_WAIT)
+    expect(bob.page.locator("#rooms li.current")).to_contain_text("#dev1", timeout=UI_WAIT)
+    bob.say("anyone in dev?")
+    carol.send("/join #dev")
+    carol.until(lambda l: l == "*** You are now in #dev")
+    bob.sees("notice", "carol joined #dev")
+    bob.say("welcome to dev, carol")
+    carol.until(lambda l: l == "bob: welcome to dev, carol")
+    alice.say("still in the lobby")
+    carol.send("/who")
+    assert carol.until(lambda l: l.startswith("*** Members of #dev"))[1] == "*** Members of #dev (2): bob carol"
+    expect(alice.messages("chat").filter(has_text="anyone in dev?")).to_have_count(0)
+    expect(alice.messages("chat").filter(has_text="welcome to dev")).to_have_count(0)
+    for page in (alice, bob):
+        assert page.errors == [], page.errors
+
+
+def test_the_page_reconnects_after_the_server_restarts(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    port = web_port(server)
+    page = pages(f"http://127.0.0.1:{port}/")
+    page.say("/nick dora")
+    expect(page.page.locator("#nick-name")).to_have_text("dora", timeout=UI_WAIT)
+    page.say("/join #ops")
+    expect(page.page.locator("#room-name")).to_have_text("#ops", timeout=UI_WAIT)
+
+    assert server.stop() == 0
+    expect(page.page.locator("#status")).to_have_attribute("data-state", "disconnected", timeout=UI_WAIT)
+    expect(page.page.locator("#banner")).to_be_visible()
+    expect(page.page.locator("#banner")).to_contain_text("Reconnecting")
+    page.sees("notice", "Server shutting down")
+
+    again = start_server("--web-port", str(port))
+    page.wait_connected(timeout=20_000)
+    # It takes back its nickname and room by itself.
+    expect(page.page.locator("#nick-name")).to_have_text("dora", timeout=UI_WAIT)
+    expect(page.page.locator("#room-name")).to_have_text("#ops", timeout=UI_WAIT)
+    expect(page.page.locator("#banner")).to_be_hidden()
+    erin = clients(again)
+    erin.send("/join #ops")
+    erin.until(lambda l: l == "*** You are now in #ops")
+    page.say("back again")
+    erin.until(lambda l: l == "dora: back again")
+    erin.send("welcome back")
+    page.sees("chat", f"{erin.nick}: welcome back")
+    assert page.errors == []
+
+
+def test_exit_leaves_without_reconnecting(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    watcher = clients(server)
+    page = pages(url_of(server))
+    watcher.until(lambda l: l.endswith(" joined lobby"))
+    page.say("exit")
+    expect(page.page.locator("#status")).to_have_attribute("data-state", "left", timeout=UI_WAIT)
+    watcher.until(lambda l: l.endswith(" quit"))
+    time.sleep(1.5)  # past the first reconnect delay: it must not come back by itself
+    watcher.expect_nothing()
+    page.page.click("#reconnect-now")
+    page.wait_connected()
+    watcher.until(lambda l: l.endswith(" joined lobby"))
+
+
+@pytest.fixture
+def elsewhere():
+    """Another web server on loopback: its pages are other origins than the chat's
+    (``http://127.0.0.1:PORT`` and ``http://localhost:PORT``). Loopback because chromium
+    would not let a public page reach 127.0.0.1 at all."""
+
+    class Blank(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><title>elsewhere</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Blank)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_cross_origin_page_cannot_open_the_socket(start_server, browser, elsewhere):
+    server = start_server("--web-port", "0", "--web-origins", f"http://127.0.0.1:{elsewhere}")
+    target = f"ws://127.0.0.1:{web_port(server)}/ws"
+    probe = """url => new Promise(resolve => {
+        const ws = new WebSocket(url);
+        ws.onmessage = e => { resolve("open: " + e.data); ws.close(); };
+        ws.onclose = e => resolve("closed: " + e.code);
+    })"""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.goto(f"http://localhost:{elsewhere}/")  # not listed: refused
+        assert page.evaluate(probe, target) == "closed: 1006"
+        assert any("Unexpected response code: 403" in text for text in console), console
+        refused = f"(origin 'http://localhost:{elsewhere}' not allowed)"
+        server.wait_for(lambda l: l.startswith("Refused WebSocket from 127.0.0.1:") and l.endswith(refused))
+        assert not any("New connection" in line for line in server.stdout_lines())
+
+        page.goto(f"http://127.0.0.1:{elsewhere}/")  # listed in --web-origins
+        assert page.evaluate(probe, target).startswith("open: *** Welcome, ")
+    finally:
+        context.close()
+
+
+def test_the_page_is_usable_on_a_phone(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    phone = pages(url_of(server), viewport=(390, 740))
+    # The side panel is a drawer behind a button; the input and the log fill the screen.
+    expect(phone.page.locator("#toggle-side")).to_be_visible()
+    expect(phone.page.locator("#side")).not_to_be_in_viewport()
+    box = phone.page.locator("#input").bounding_box()
+    assert box is not None and box["width"] > 200 and box["y"] + box["height"] <= 740
+    width = phone.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, "no sideways scrolling"
+    phone.page.click("#toggle-side")
+    expect(phone.page.locator("#members li")).to_have_count(1, timeout=UI_WAIT)
+    expect(phone.page.locator("#side")).to_be_in_viewport(ratio=1)
+    phone.page.locator("#members li").first.click()  # a member: /msg to them... itself: nothing
+    phone.page.click("#messages", position={"x": 370, "y": 200})  # beside the drawer
+    expect(phone.page.locator("#side")).not_to_be_in_viewport()
