@@ -433,15 +433,18 @@ def text_frame(payload: bytes) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
-def encode_lines(lines: list[bytes]) -> bytes:
-    """Queued lines (each ending in newline) as one text frame each; control frames
-    (``ControlFrame``) pass through as they are."""
+def encode_lines(chunks: list[bytes]) -> bytes:
+    """Queued output as frames: every line (a piece of the outbox may hold several, each
+    ending in newline) becomes one text frame; a ``ControlFrame`` passes as it is."""
     out = []
-    for line in lines:
-        if type(line) is ControlFrame:
-            out.append(bytes(line))
-        else:
-            out.append(text_frame(line[:-1] if line.endswith(b"\n") else line))
+    for chunk in chunks:
+        if type(chunk) is ControlFrame:
+            out.append(bytes(chunk))
+            continue
+        lines = chunk.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        out.extend(text_frame(line) for line in lines)
     return b"".join(out)
 
 

@@ -58,6 +58,8 @@ def test_browser_and_terminal_users_chat_in_one_room(web_server, clients):
         tcp.expect(f"{web.nick}: hello from the web")
         tcp.send("hello from the terminal")
         web.expect(f"{tcp.nick}: hello from the terminal")
+        tcp.send("one", "two", "three")  # relayed as one piece: still one frame per line
+        web.expect(f"{tcp.nick}: one", f"{tcp.nick}: two", f"{tcp.nick}: three")
         web.send("/nick webby", "/me waves", f"/msg {tcp.nick} psst", "/who")
         web.expect("*** You are now known as webby", f"*** To {tcp.nick}: psst", f"*** Members of lobby (2): {tcp.nick} webby")
         tcp.expect(f"*** {web.nick} is now known as webby", "* webby waves", "*webby* psst")
@@ -167,3 +169,19 @@ def test_an_idle_http_connection_does_not_delay_the_stop(web_server):
         assert time.monotonic() - start < 3
     finally:
         idle.close()
+
+
+def test_web_port_with_workers_is_refused_in_one_line():
+    from conftest import run_server_command
+
+    done = run_server_command("--port", "0", "--web-port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:1/0")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["Error: --web-port does not work with --workers yet (run the web port on a server of its own)"]
+
+
+def test_bad_web_origins_is_a_usage_error():
+    from conftest import run_server_command
+
+    done = run_server_command("--port", "0", "--web-port", "0", "--web-origins", "example.com")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "geventchat-server: error: argument --web-origins: not an origin (scheme://host[:port]): 'example.com'"
