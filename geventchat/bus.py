@@ -262,19 +262,17 @@ class RedisBus:
     # ------------------------------------------------------------------- receiving
 
     def _read(self, pubsub) -> None:
-        origin = self._origin
+        own = self._origin + _REC
         sink = self.sink
         while True:
             message = pubsub.parse_response(block=True)
-            if message is None:
+            if message is None or message[0] != b"message":
                 continue
-            if message[0] != b"message":
-                continue
-            records = message[2].split(_REC)
-            if records[0] == origin:
-                continue
+            payload = message[2]
+            if payload.startswith(own):
+                continue  # our own batch, back from Redis
             decoded = []
-            for record in records[1:]:
+            for record in payload.split(_REC)[1:]:
                 head, _, data = record.partition(_KEY)
                 head = head.decode()
                 decoded.append((head[0], head[1:], data))
