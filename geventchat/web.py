@@ -527,15 +527,18 @@ class _HttpGone(Exception):
 class WebServer:
     """The ``--web-port`` listener, serving for a ``ChatServer``."""
 
-    def __init__(self, chat, host: str, port: int, origins: frozenset[str] = frozenset(), ssl_args: dict | None = None) -> None:
+    def __init__(self, chat, host: str, port: int, origins: frozenset[str] = frozenset()) -> None:
         self.chat = chat  # the ChatServer: its hub, settings, connections and handlers
         self.origins = origins
-        self.scheme = "https" if ssl_args else "http"
+        # With --certfile/--keyfile the chat port speaks TLS, and so does this one: the
+        # page is served over https and the socket is wss.
+        self.tls_context = getattr(chat, "tls_context", None)
+        self.scheme = "https" if self.tls_context is not None else "http"
         self.files = load_static()
         self._http_phase: set[gevent.Greenlet] = set()
         # Handlers run in the chat server's group, so its stop waits for WebSocket
         # clients exactly as for TCP clients.
-        self._listener = StreamServer((host, port), self._handle, spawn=chat._handlers.spawn, backlog=1024, **(ssl_args or {}))
+        self._listener = StreamServer((host, port), self._handle, spawn=chat._handlers.spawn, backlog=1024)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -572,6 +575,14 @@ class WebServer:
         me = gevent.getcurrent()
         self._http_phase.add(me)
         try:
+            if self.tls_context is not None:
+                from . import tls
+
+                # Bounded, in this greenlet; one line if it fails (as on the chat port).
+                sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)
+                if sock is None:
+                    log.info("TLS handshake failed from %s (%s)", peer, reason)
+                    return
             upgrade = self._serve_http(sock, peer)
         except _HttpGone:
             upgrade = None
@@ -596,6 +607,9 @@ class WebServer:
             self._refuse(sock, upgrade, protocol.TOO_MANY_FROM_ADDRESS, "too many connections", CLOSE_TRY_AGAIN_LATER)
             return
         try:
+            stats = getattr(chat, "stats", None)
+            if stats is not None:
+                stats.connections_accepted += 1
             connection = WebSocketConnection(sock, address, chat.hub, chat.settings, upgrade.ws, upgrade.trailing)
             chat.connections.add(connection)
             try:

@@ -56,8 +56,8 @@ def browser():
 class ChatPage:
     """One browser tab on the chat page; records any dialog (alert) that fires."""
 
-    def __init__(self, browser, url: str, viewport=(1100, 640)) -> None:
-        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
+    def __init__(self, browser, url: str, viewport=(1100, 640), **context_args) -> None:
+        self.context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **context_args)
         self.context.set_default_timeout(UI_WAIT)
         self.page = self.context.new_page()
         self.dialogs: list[str] = []
@@ -320,3 +320,16 @@ def test_the_page_is_usable_on_a_phone(start_server, clients, pages):
     phone.page.locator("#members li").first.click()  # a member: /msg to them... itself: nothing
     phone.page.click("#messages", position={"x": 370, "y": 200})  # beside the drawer
     expect(phone.page.locator("#side")).not_to_be_in_viewport()
+
+
+def test_with_tls_the_page_is_served_over_https_and_chats_over_wss(start_server, clients, pages, tmp_path):
+    trustme = pytest.importorskip("trustme")
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    server = start_server("--web-port", "0", "--no-presence", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
+    page = pages(f"https://127.0.0.1:{web_port(server)}/", ignore_https_errors=True)  # a throwaway CA
+    assert page.page.evaluate("location.protocol") == "https:"
+    page.say("/who")
+    page.sees("notice", "Members of lobby (1): " + page.nick)
+    assert page.errors == []

@@ -185,3 +185,32 @@ def test_bad_web_origins_is_a_usage_error():
     done = run_server_command("--port", "0", "--web-port", "0", "--web-origins", "example.com")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "geventchat-server: error: argument --web-origins: not an origin (scheme://host[:port]): 'example.com'"
+
+
+def test_with_tls_the_page_is_https_and_the_socket_wss(start_server, clients, tmp_path):
+    import ssl
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    server = start_server("--web-port", "0", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
+    line = server.wait_for(lambda l: "Web client on " in l)
+    assert line.endswith(f"Web client on https://127.0.0.1:{web_port(server)}/")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with context.wrap_socket(socket.create_connection((HOST, web_port(server))), server_hostname=HOST) as tls:
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert tls.recv(100).startswith(b"HTTP/1.1 200 ")
+    web = WsClient(web_port(server), tls=context)
+    try:
+        web.send("/who")
+        assert web.line().startswith("*** Members of lobby (1): ")
+        with pytest.raises(Refused):  # the page's origin is https now
+            WsClient(web_port(server), tls=context, origin=f"http://127.0.0.1:{web_port(server)}")
+    finally:
+        web.close()
+    # Plain HTTP on the TLS web port: one line, nothing else disturbed.
+    assert not http(web_port(server), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP")
+    server.wait_for(lambda l: l.startswith("TLS handshake failed from 127.0.0.1:"))

@@ -21,7 +21,7 @@ from wsproto.events import (
 
 from conftest import HOST, WAIT, WELCOME_RE, ServerProcess
 
-WEB_RE = re.compile(r"Web client on http://127\.0\.0\.1:(\d+)/$")
+WEB_RE = re.compile(r"Web client on https?://127\.0\.0\.1:(\d+)/$")
 
 
 def web_port(server: ServerProcess) -> int:
@@ -40,8 +40,11 @@ class Refused(Exception):
 class WsClient:
     """Open ``ws://127.0.0.1:PORT/ws`` (with ``origin``); lines are text frames."""
 
-    def __init__(self, port: int, origin: str | None = "same", welcome: bool = True, timeout: float = WAIT) -> None:
+    def __init__(self, port: int, origin: str | None = "same", welcome: bool = True, timeout: float = WAIT, tls=None) -> None:
+        """``tls``: an ssl.SSLContext to speak wss (then the page's origin is https)."""
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname=HOST)
         self.port = self.sock.getsockname()[1]
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.raw_received = b""
@@ -50,7 +53,7 @@ class WsClient:
         self.timeout = timeout
         headers = []
         if origin == "same":
-            origin = f"http://{HOST}:{port}"
+            origin = f"{'https' if tls is not None else 'http'}://{HOST}:{port}"
         if origin is not None:
             headers.append((b"Origin", origin.encode()))
         self.sock.sendall(self.ws.send(Request(host=f"{HOST}:{port}", target="/ws", extra_headers=headers)))
