@@ -15,6 +15,9 @@ import psutil
 from bench.servers import ServerMeter
 from bench.worker import HEADER, MAX_SENDERS, Plan, run_worker
 
+# Seconds of silence before an idle run reads the server's memory (see run()).
+IDLE_SETTLE_S = 3.0
+
 
 @dataclass
 class Scenario:
@@ -153,7 +156,10 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
     connect_s = (t1 - t0) / 1e9
     connect_failed = sum(m[3] for m in connected.values())
     connect_error = next((m[4] for m in connected.values() if m[4]), "")
-    time.sleep(0.3 if sc.idle else 0.05)  # let the server settle before measuring its memory
+    # Let the server settle before measuring its memory. Idle means silent for a while:
+    # geventchat releases a silent connection's reader greenlet after 2 s (its
+    # limits.PARK_AFTER), so idle memory is read after 3 s of silence.
+    time.sleep(IDLE_SETTLE_S if sc.idle else 0.05)
     rss1 = meter.rss()
 
     # ---------------------------------------------------------------- run phase

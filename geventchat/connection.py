@@ -23,8 +23,11 @@ import logging
 import socket
 import time
 
+from typing import Callable
+
 import gevent
 from gevent import socket as gsocket
+from gevent.hub import Waiter
 
 from . import commands, limits, protocol
 from .config import Settings
@@ -63,6 +66,16 @@ class Connection:
         "_finishing",
         "_drop_reason",
         "_reader",
+        "_spawn",
+        "_on_closed",
+        "_loop",
+        "_park_timer",
+        "_wake",
+        "parked",
+        "_stopping",
+        "_bucket",
+        "_leave_reason",
+        "_announce",
         "framer",
         "last_input",
         "line_mark",
@@ -72,7 +85,16 @@ class Connection:
         "__weakref__",
     )
 
-    def __init__(self, sock: socket.socket, address: tuple, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        address: tuple,
+        hub: Hub,
+        settings: Settings,
+        *,
+        spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
+        on_closed: Callable[["Connection"], None] | None = None,
+    ) -> None:
         self.sock = sock
         self.address = address
         self.peer = describe_peer(address)
@@ -92,7 +114,22 @@ class Connection:
         raw = getattr(sock, "_sock", None)
         plain = type(sock) is gsocket.socket and isinstance(raw, _socket.socket)
         self._try_send = raw.send if plain else None
-        self._run_callback = gevent.get_hub().loop.run_callback
+        self._loop = gevent.get_hub().loop
+        self._run_callback = self._loop.run_callback
+        # Parking (plain sockets only): after PARK_AFTER seconds without input the reader
+        # greenlet ends and _wake, an I/O watcher, starts a new one (with ``spawn``, so that
+        # the server still joins it on stop) when input comes.
+        self._spawn = spawn
+        self._on_closed = on_closed  # told once, when the connection has fully ended
+        # (A repeat value, so that again() re-arms it from now: a one-shot libev timer that has
+        # fired would fire at once on its next start.)
+        self._park_timer = self._loop.timer(limits.PARK_AFTER, limits.PARK_AFTER) if plain else None
+        self._wake = None
+        self.parked = False
+        self._stopping = False  # the server is stopping: finish at the next chance
+        self._bucket: TokenBucket | None = None
+        self._leave_reason = ""
+        self._announce = True
         self._closed = False
         self._finishing = False  # the reader is past its loop, closing
         self._drop_reason = ""  # why the server dropped the client, if it did
@@ -133,6 +170,9 @@ class Connection:
         self._closed = True
         self._outbox.clear()
         self._pending = 0
+        if self.parked:
+            # No greenlet waits on the socket: start one to do the leaving (hub, log).
+            self._unpark()
         # Closing a gevent socket wakes the greenlets waiting on it with an error.
         self.sock.close()
 
@@ -219,29 +259,84 @@ class Connection:
 
     def begin_shutdown(self) -> None:
         """The server is stopping: tell the client, then make the reader finish."""
+        self._stopping = True
         self.deliver(protocol.SHUTTING_DOWN)
+        if self.parked:
+            self._unpark()  # the new reader sees _stopping and finishes
+            return
         reader = self._reader
         if reader is not None and not self._finishing:
             reader.kill(_Stop, block=False)
 
+    # ------------------------------------------------------------------- parking
+
+    def _park(self) -> None:
+        """End this reader greenlet's work; a watcher starts a new one when input comes."""
+        self.parked = True
+        self._reader = None
+        self._wake = self._loop.io(self.sock.fileno(), 1)
+        self._wake.start(self._unpark)
+
+    def _unpark(self) -> None:
+        """Loop callback (input came), or a stop or drop of a parked connection."""
+        if not self.parked:
+            return
+        self.parked = False
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.stop()
+            wake.close()
+        self._spawn(self._read_loop)
+
+    def _wait_readable(self) -> bool:
+        """Wait for input; False if none came for PARK_AFTER seconds (time to park).
+
+        As gevent's own Hub.wait does, with a Waiter; the park timer is a second watcher on
+        the same Waiter, so the hot path pays a timer start and stop, no greenlet. A close
+        from another greenlet (drop) still reaches this wait as an error.
+        """
+        waiter = Waiter()
+        watcher, timer = self.sock._read_event, self._park_timer
+        watcher.start(waiter.switch, True)
+        timer.again(waiter.switch, False)  # type: ignore[union-attr]
+        try:
+            return waiter.get()
+        finally:
+            watcher.stop()
+            timer.stop()  # type: ignore[union-attr]
+
     # --------------------------------------------------------------------- input
 
     def serve(self) -> None:
-        """Run in the connection's own greenlet until the client leaves or is dropped."""
-        self._reader = gevent.getcurrent()
+        """Run in the connection's first greenlet: join the chat, then read.
+
+        Returns when the client has left or been dropped, or when the reader parked (then
+        ``parked`` is true and a later greenlet carries on; ``on_closed`` tells the end).
+        """
         log.info("New connection from %s", self.peer)
+        self._read_loop(start=True)
+
+    def _read_loop(self, start: bool = False) -> None:
+        self._reader = gevent.getcurrent()
         hub, settings = self.hub, self.settings
-        leave_reason = ""
-        announce = True
+        park = False
         try:
-            hub.add(self, str(self.address[1]))
-            framer = self.framer = self._new_framer()
-            bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate)) if settings.rate > 0 else None
+            if start:
+                hub.add(self, str(self.address[1]))
+                self.framer = self._new_framer()
+                if settings.rate > 0:
+                    self._bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate))
+            if self._stopping:
+                raise _Stop
+            framer, bucket = self.framer, self._bucket
             receive = self._receive
             monotonic = time.monotonic
             stats = self._stats
             while not self._closed:
                 data = receive()
+                if data is None:
+                    park = True
+                    return
                 if not data:
                     break
                 stats.bytes_in += len(data)
@@ -251,20 +346,29 @@ class Connection:
                     self.line_mark = now
                 request = self._act_all(events, bucket)
                 if request is not None:
-                    leave_reason = request.reason
+                    self._leave_reason = request.reason
                     return
         except _Stop:
-            announce = False  # the server is stopping: everyone is leaving at once
+            self._announce = False  # the server is stopping: everyone is leaving at once
         except OSError:
             pass  # reset by the peer, or closed by drop(); the reason is in _drop_reason
         finally:
-            self._finishing = True
-            hub.remove(self, self._drop_reason or leave_reason, announce=announce)
-            self._flush_and_close(limits.QUIT_FLUSH_TIMEOUT)
-            if self._drop_reason:
-                log.info("Client %s disconnected (%s)", self.peer, self._drop_reason)
+            if park and not self._closed:
+                self._park()
             else:
-                log.info("Client %s disconnected", self.peer)
+                self._finish()
+
+    def _finish(self) -> None:
+        """The client has gone (or is sent away): leave the chat, flush, close, log."""
+        self._finishing = True
+        self.hub.remove(self, self._drop_reason or self._leave_reason, announce=self._announce)
+        self._flush_and_close(limits.QUIT_FLUSH_TIMEOUT)
+        if self._drop_reason:
+            log.info("Client %s disconnected (%s)", self.peer, self._drop_reason)
+        else:
+            log.info("Client %s disconnected", self.peer)
+        if self._on_closed is not None:
+            self._on_closed(self)
 
     # ------------------------------------------------------ transport extension points
     # A transport that is not plain lines over a byte stream (WebSocket) subclasses
@@ -279,7 +383,7 @@ class Connection:
         """The bytes to send for queued lines (each a complete line ending in newline)."""
         return lines[0] if len(lines) == 1 else b"".join(lines)
 
-    def _receive(self) -> bytes:
+    def _receive(self) -> bytes | None:
         """The next chunk of input, read only when the event loop says it is there.
 
         gevent's ``recv`` returns at once when data is waiting, so a client that never
@@ -291,7 +395,8 @@ class Connection:
         """
         sock = self.sock
         if self._try_send is not None:
-            sock._wait(sock._read_event)  # gevent's own wait, as used inside its recv
+            if not self._wait_readable():
+                return None  # type: ignore[return-value]  # idle: park
             return sock.recv(limits.RECV_SIZE)
         # Other transports (TLS) may hold decrypted input the descriptor does not show:
         # read first, then yield to the loop.

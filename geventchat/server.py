@@ -18,6 +18,7 @@ import sys
 import gevent
 import gevent.event
 import gevent.pool
+from gevent import socket as gsocket
 from gevent.server import StreamServer
 
 from . import __version__, limits, protocol, tls
@@ -119,24 +120,37 @@ class ChatServer:
         if not self._per_address.acquire(address[0]):
             self._refuse(sock, address, protocol.TOO_MANY_FROM_ADDRESS, "too many connections from this address")
             return
-        try:
-            _tune(sock)
-            if self.tls_context is not None:
-                sock = self._handshake(sock, address)
-                if sock is None:
-                    return
-            self.stats.connections_accepted += 1
-            connection = Connection(sock, address, self.hub, self.settings)
-            self.connections.add(connection)
+        _tune(sock)
+        if self.tls_context is not None:
             try:
-                connection.serve()
-            except Exception:  # a bug: log it with its traceback, keep serving everyone else
-                log.exception("Internal error while serving %s", connection.peer)
-                sock.close()
-            finally:
-                self.connections.discard(connection)
-        finally:
-            self._per_address.release(address[0])
+                sock = self._handshake(sock, address)
+            except BaseException:  # a stop killed the handshake
+                self._per_address.release(address[0])
+                raise
+            if sock is None:
+                self._per_address.release(address[0])
+                return
+        else:
+            # The StreamServer closes the socket it handed us when this handler returns,
+            # but a plain connection outlives its first greenlet when its reader parks: it
+            # takes the descriptor into a socket object of its own (the old one's close is
+            # then a no-op). TLS readers never park.
+            sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self.stats.connections_accepted += 1
+        connection = Connection(sock, address, self.hub, self.settings, spawn=self._handlers.spawn, on_closed=self._forget)
+        self.connections.add(connection)
+        try:
+            connection.serve()  # returns when the client is gone, or its reader parked
+        except Exception:  # a bug: log it with its traceback, keep serving everyone else
+            log.exception("Internal error while serving %s", connection.peer)
+            sock.close()
+            self._forget(connection)
+
+    def _forget(self, connection: Connection) -> None:
+        """A connection has ended (called once by it, from whichever greenlet ended it)."""
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self._per_address.release(connection.address[0])
 
     def _handshake(self, sock: socket.socket, address: tuple) -> socket.socket | None:
         """TLS handshake in this handler greenlet, bounded; one console line if it fails."""

@@ -36,3 +36,56 @@ def test_chat_and_commands_in_one_chunk_keep_their_order(server):
         "* Zed waves",
         "Zed: four",
     ]
+
+
+# Parking: a connection silent for limits.PARK_AFTER seconds gives up its reader greenlet.
+# These tests let clients go silent past that, then check that nothing a user can see
+# has changed.
+
+PARKED = 2.6  # seconds: past geventchat.limits.PARK_AFTER (2.0)
+
+
+def test_parked_connections_still_chat_both_ways_and_in_order(quiet_server):
+    import time
+    a, b = quiet_server.client(), quiet_server.client()
+    time.sleep(PARKED)  # both silent: both parked
+    a.send("after a pause", "and another")
+    assert b.lines(2) == [f"{a.nick}: after a pause", f"{a.nick}: and another"]
+    b.send("/who")
+    assert b.line() == f"*** Members of lobby (2): {a.nick} {b.nick}"
+    time.sleep(PARKED)  # parked again: each wake-up is a new reader
+    b.send(*[f"burst {i}" for i in range(200)])
+    assert a.lines(200) == [f"{b.nick}: burst {i}" for i in range(200)]
+    a.send("exit")
+    assert a.read_to_eof() == []
+    quiet_server.wait_for_text(f"Client 127.0.0.1:{a.port} disconnected")
+
+
+def test_a_stop_reaches_parked_connections(start_server):
+    import signal, time
+    server = start_server()
+    idle = [server.client() for _ in range(3)]
+    time.sleep(PARKED)
+    server.signal(signal.SIGTERM)
+    assert server.wait(timeout=10) == 0
+    for client in idle:
+        assert client.read_to_eof()[-1] == "*** Server shutting down"
+    assert server.stdout_lines()[-1].endswith("Server stopped")
+    assert server.count_text("disconnected") == 3
+
+
+def test_a_parked_client_that_never_reads_is_still_dropped(start_server):
+    import time
+    server = start_server("--max-sendq", "65536", "--no-presence", "--quiet")
+    stuck = server.client(rcvbuf=4096)
+    talker, listener = server.client(), server.client()
+    time.sleep(PARKED)  # stuck is parked and reads nothing from now on
+    line = "x" * 900
+    for _ in range(400):  # up to 18 MB: far more than its kernel buffers and 64 KiB hold
+        talker.send(*[line] * 50)
+        listener.lines(50, timeout=10)
+        if server.count_text("send queue exceeded"):
+            break
+    server.wait_for_text(f"Client 127.0.0.1:{stuck.port} disconnected (send queue exceeded)")
+    talker.send("still here")
+    assert listener.line() == f"{talker.nick}: still here"
