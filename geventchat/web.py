@@ -355,7 +355,19 @@ class WebSocketFramer:
 
     @property
     def in_line(self) -> bool:
-        return self._size > 0
+        """True while a message (or any frame) has begun and not ended: what the line
+        timeout (slowloris) watches, as for a TCP line."""
+        if self._size > 0:
+            return True
+        # Bytes of a frame whose payload has not begun (a header trickled in) sit in
+        # wsproto's frame decoder; look there, without failing if its insides change.
+        decoder = getattr(getattr(self.ws, "_proto", None), "_frame_decoder", None)
+        if decoder is None:
+            return False
+        try:
+            return decoder.header is not None or len(decoder.buffer) > 0
+        except (AttributeError, TypeError):
+            return False
 
     def receive_data(self, data: bytes) -> list[protocol.FramerEvent]:
         events: list[protocol.FramerEvent] = []

@@ -330,3 +330,17 @@ def test_lines_become_one_text_frame_each_and_control_frames_pass_through():
     assert all(e.message_finished for e in events if isinstance(e, TextMessage))
     assert Pong(payload=b"p") in events
     assert text_frame(b"") == b"\x81\x00"
+
+
+def test_in_line_while_any_part_of_a_frame_is_held():
+    f, _ = framer()
+    data = Peer().text("hello")
+    assert not f.in_line
+    f.receive_data(data[:1])  # half a header
+    assert f.in_line
+    f.receive_data(data[1:6])  # header and mask, no payload yet
+    assert f.in_line
+    f.receive_data(data[6:8])
+    assert f.in_line
+    assert f.receive_data(data[8:]) == ["hello"]
+    assert not f.in_line

@@ -214,3 +214,14 @@ def test_with_tls_the_page_is_https_and_the_socket_wss(start_server, clients, tm
     # Plain HTTP on the TLS web port: one line, nothing else disturbed.
     assert not http(web_port(server), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP")
     server.wait_for(lambda l: l.startswith("TLS handshake failed from 127.0.0.1:"))
+
+
+def test_a_frame_left_unfinished_meets_the_line_timeout(start_server, clients):
+    server = start_server("--web-port", "0", "--line-timeout", "1")
+    watcher = clients(server)
+    web = WsClient(web_port(server))
+    watcher.expect(f"*** {web.nick} joined lobby")
+    web.send_raw(b"\x81")  # the first byte of a frame, and nothing more
+    server.wait_for_text(f"Client 127.0.0.1:{web.port} disconnected (line timeout)", timeout=6)
+    watcher.expect(f"*** {web.nick} quit (line timeout)")
+    web.close()
