@@ -277,6 +277,9 @@ class RedisBus:
                 head = head.decode()
                 decoded.append((head[0], head[1:], data))
             sink.bus_records(decoded)
+            # Let the flushes this batch queued run before the next (a backlog after a
+            # stall would otherwise pile up in the outboxes, past --max-sendq).
+            gevent.sleep(0)
 
     # ------------------------------------------------------------ link supervision
 

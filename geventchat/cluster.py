@@ -198,7 +198,7 @@ def run_workers(args, serve) -> int:
     import gevent.event
     import gevent.os
 
-    from .server import LISTEN_BACKLOG, describe_bind_error, describe_peer
+    from .server import LISTEN_BACKLOG, describe_bind_error, describe_peer, lifecycle
 
     try:
         probe = RedisBus(args.redis_url)
@@ -267,13 +267,13 @@ def run_workers(args, serve) -> int:
         stop_requested.set()
         _stop_workers(workers)
         return 1
-    log.warning("Server listening on %s", describe_peer((args.host, port)))
+    lifecycle.info("Server listening on %s", describe_peer((args.host, port)))
     while not stop_requested.wait(1.0):  # a timer keeps the loop alive: nothing else here does
         pass
     _stop_workers(workers)
     for sock in sockets:
         sock.close()
-    log.warning("Server stopped")
+    lifecycle.info("Server stopped")
     return 0
 
 

@@ -310,3 +310,32 @@ def test_workers_share_one_port_and_chat_as_one_room(start_server, redis_server,
     assert server.count_text("Server stopped") == 1
     assert sum(1 for line in server.stdout_lines() if "Server listening on" in line) == 1
     assert members_per_process(redis_server) == []  # the workers left the cluster cleanly
+
+
+def test_workers_with_metrics_port_is_refused_in_one_line():
+    result = run_server_command("--workers", "2", "--redis-url", "redis://127.0.0.1:1/0", "--metrics-port", "0", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["Error: --metrics-port does not work with --workers yet (each worker would need a port of its own)"]
+
+
+def test_a_subscriber_cut_off_for_falling_behind_reconnects(start_server, redis_server, clients):  # noqa: F811
+    # Redis disconnects a subscriber whose pending output passes the pub/sub limit; a
+    # stopped process cannot read, so it falls behind while the other one talks.
+    assert redis_server.command("CONFIG", "SET", "client-output-buffer-limit", '"pubsub 1mb 512kb 1"') == b"+OK\r\n"
+    s1, s2 = (start_server("--redis-url", redis_server.url, "--redis-expiry", "60", "--no-presence", "--quiet") for _ in range(2))
+    a, b = clients(s1), clients(s2)
+    a.send("before")
+    b.expect(f"{a.nick}: before")
+    s2.signal(signal.SIGSTOP)
+    try:
+        filler = "x" * 500
+        for chunk in range(30):
+            a.send(*[f"{chunk} {i} {filler}" for i in range(1000)])  # 15 MB in all
+        a.expect_nothing()  # s1 has read it all
+    finally:
+        s2.signal(signal.SIGCONT)
+    b.until(lambda line: line.startswith("*** Link to the other servers is down"), timeout=20)
+    b.until(lambda line: line == "*** Link to the other servers is back", timeout=20)
+    a.send("after")
+    b.until(lambda line: line == f"{a.nick}: after", timeout=10)
+    b.expect_nothing()
