@@ -452,14 +452,3 @@ class Connection:
         elif kind is protocol.Quit:
             return request  # type: ignore[return-value]
         return None
-        request = protocol.parse_line(event)  # type: ignore[arg-type]
-        kind = request.__class__
-        if kind is protocol.Chat:
-            self.hub.chat(self, request.text)  # type: ignore[union-attr]
-        elif kind is protocol.Command:
-            commands.dispatch(self.hub, self, request)  # type: ignore[arg-type]
-        elif kind is protocol.Invalid:
-            self.deliver(protocol.error(request.message))  # type: ignore[union-attr]
-        elif kind is protocol.Quit:
-            return request  # type: ignore[return-value]
-        return None
