@@ -225,3 +225,32 @@ def test_a_frame_left_unfinished_meets_the_line_timeout(start_server, clients):
     server.wait_for_text(f"Client 127.0.0.1:{web.port} disconnected (line timeout)", timeout=6)
     watcher.expect(f"*** {web.nick} quit (line timeout)")
     web.close()
+
+
+def test_a_web_client_that_does_not_read_is_dropped_at_the_send_queue_limit(start_server, clients):
+    server = start_server("--web-port", "0", "--max-sendq", "65536", "--no-presence", "--quiet")
+    sender = clients(server)
+    stuck = WsClient(web_port(server))
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        line = "x" * 1000
+        deadline = time.monotonic() + 20
+        while not server.count_text(f"Client 127.0.0.1:{stuck.port} disconnected (send queue exceeded)"):
+            assert time.monotonic() < deadline, "the stuck web client was never dropped"
+            sender.send(*[line] * 200)
+            sender.sync()  # the sender itself is never slowed down or dropped
+    finally:
+        stuck.close()
+
+
+def test_rate_applies_to_web_clients(start_server, clients):
+    server = start_server("--web-port", "0", "--rate", "10", "--burst", "1", "--no-presence", "--quiet")
+    reader = clients(server)
+    web = WsClient(web_port(server))
+    try:
+        start = time.monotonic()
+        web.send(*[f"line {i}" for i in range(11)])
+        reader.expect(*[f"{web.nick}: line {i}" for i in range(11)], timeout=10)
+        assert time.monotonic() - start >= 0.9  # ten lines past the burst at 10 per second
+    finally:
+        web.close()
