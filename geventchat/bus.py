@@ -252,7 +252,9 @@ class RedisBus:
                     pipe.publish(self.channel, payload)
                 try:
                     pipe.execute()
-                except self._errors as exc:
+                except Exception as exc:  # redis-py's errors, or its state after a kill
+                    if self._closing:
+                        return
                     self.dropped += len(records)
                     self._fail(exc)
                     continue
@@ -262,6 +264,15 @@ class RedisBus:
     # ------------------------------------------------------------------- receiving
 
     def _read(self, pubsub) -> None:
+        try:
+            self._read_messages(pubsub)
+        except Exception as exc:  # the link failed (or was closed under the read)
+            if not self._closing:
+                if not isinstance(exc, self._errors):
+                    log.error("Redis subscriber failed", exc_info=exc)
+                self._fail(exc)
+
+    def _read_messages(self, pubsub) -> None:
         own = self._origin + _REC
         sink = self.sink
         while True:
@@ -315,15 +326,18 @@ class RedisBus:
                 assert reply[0] == b"subscribe", reply
                 self._announce()
                 reader = gevent.spawn(self._read, pubsub)
-                reader.link_exception(lambda g: self._fail(g.exception))
                 self._set_up(True)
                 first = False
                 backoff = BACKOFF_MIN
                 while not self._broken.wait(self.interval):
                     self._heartbeat()
                     self._reap_dead()
-            except self._errors as exc:
-                if first or self.up:
+            except Exception as exc:  # redis-py's errors, or its state after a kill
+                if self._closing:
+                    return
+                if not isinstance(exc, self._errors):
+                    log.error("Redis link failed", exc_info=exc)
+                elif first or self.up:
                     log.warning("Redis link down: %s", exc)
                 first = False
             finally:

@@ -79,6 +79,10 @@ def test_two_processes_chat_exactly_once_in_order(cluster, clients):
     assert s1.count_text(f"{a.nick}: line 7 from a") == 1
     assert s2.count_text(f"{a.nick}: line 7 from a") == 0
     assert s1.count_text(f"{b.nick}: hello from b") == 0
+    for server in (s1, s2):  # a clean stop: exit 0, nothing on stderr
+        assert server.stop() == 0
+        assert server.stderr_lines() == []
+        assert server.count_text("Server stopped") == 1
 
 
 def test_three_processes_interleaved_senders_in_order(cluster, clients):
@@ -266,6 +270,9 @@ def test_redis_gone_local_chat_goes_on_and_the_link_comes_back(cluster, clients)
     assert sorted(line.split(": ", 1)[1].split()) == sorted([a.nick, a2.nick, b.nick])
     for client in (a, a2, b):
         client.expect_nothing()
+    for server in (s1, s2):
+        assert server.stop() == 0
+        assert server.stderr_lines() == []  # no traceback from the lost link
 
 
 # ---------------------------------------------------------------- command line
