@@ -124,6 +124,10 @@ class Sink(Protocol):
 
     def bus_reaped(self, members: list[tuple[str, str]]) -> None: ...
 
+    def bus_rejoined(self) -> None: ...
+
+    def bus_clash(self, folded: list[str]) -> None: ...
+
 
 def _import_redis():
     try:
@@ -180,6 +184,7 @@ class RedisBus:
         self._became_up = gevent.event.Event()
         self._up_since = 0.0
         self._registered = False
+        self._clashes: list[str] = []
         self._closing = False
         self._greenlets: list[gevent.Greenlet] = []
         self.claims: dict[str, str] = {}  # folded nick -> the value of our claim on it
@@ -327,6 +332,7 @@ class RedisBus:
                 self._announce()
                 reader = gevent.spawn(self._read, pubsub)
                 self._set_up(True)
+                self._settle_clashes()
                 first = False
                 backoff = BACKOFF_MIN
                 while not self._broken.wait(self.interval):
@@ -373,14 +379,23 @@ class RedisBus:
                 self._release_mine(keys=[self._nick_key(key)], args=[self.id], client=pipe)
         results = pipe.execute()
         fixes = self.redis.pipeline(transaction=False)
+        clashes = []
         for (key, value), ok in zip(claims, results[3 + bool(snapshot) :]):
             if not ok:
                 if self.owner(key) == self.id:
                     fixes.set(self._nick_key(key), value)  # an older claim of ours
-                else:
+                else:  # taken elsewhere while the link was down: ours must change
                     log.warning("Nickname %s is also in use on another server", value.split(" ")[1])
+                    self.claims.pop(key, None)
+                    clashes.append(key)
         fixes.execute()
+        self._clashes = clashes  # handled once the link is up (renaming claims names)
         self._registered = True
+
+    def _settle_clashes(self) -> None:
+        clashes, self._clashes = self._clashes, []
+        if clashes and self.sink is not None:
+            self.sink.bus_clash(clashes)
 
     def _heartbeat(self) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -391,6 +406,8 @@ class RedisBus:
             # We had been taken for dead (or Redis lost its data): register everything again.
             log.warning("Redis had forgotten this server; announcing its users again")
             self._announce()
+            self._settle_clashes()
+            self.sink.bus_rejoined()
 
     def _reap_dead(self) -> None:
         # Right after (re)connecting, the others may not have refreshed their heartbeat yet.

@@ -165,6 +165,34 @@ class ClusterHub(Hub):
             self.bus.publish(ROOM, key, line)
 
 
+    def bus_rejoined(self) -> None:
+        """We had been taken for dead (a stall longer than the expiry) and shown as quit
+        elsewhere: show our members as back."""
+        if not self.presence:
+            return
+        for member in list(self.members.values()):
+            if member.room is not None:
+                self.bus.publish(ROOM, member.room.key, protocol.joined(member.nick, member.room.name))
+
+    def bus_clash(self, folded: list[str]) -> None:
+        """Names taken on another process while the link was down: ours get a free variant."""
+        for key in folded:
+            member = self.members.get(key)
+            if member is None or member.room is None:
+                continue
+            old = member.nick
+            new = self.free_nick(old, member.room.name)  # claims it (old itself is skipped: ours)
+            if self.members.get(key) is not member:
+                continue  # left meanwhile (free_nick waited for Redis)
+            del self.members[key]
+            self.members[protocol.fold(new)] = member
+            member.nick = new
+            self.bus.update(gone=[key])
+            member.deliver(protocol.notice(f"Your nickname {old} was taken on another server while the link was down: you are now known as {new}"))
+            if self.presence:
+                self.to_room(member.room, protocol.renamed(old, new), member)
+
+
 def connect(url: str, settings, *, expiry: float | None = None) -> ClusterHub:
     """A hub linked to the cluster behind ``url``; raises ``bus.BusError`` if Redis cannot
     be used now (not installed, bad URL, unreachable)."""

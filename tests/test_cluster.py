@@ -346,3 +346,46 @@ def test_a_subscriber_cut_off_for_falling_behind_reconnects(start_server, redis_
     a.send("after")
     b.until(lambda line: line == f"{a.nick}: after", timeout=10)
     b.expect_nothing()
+
+
+def test_a_stalled_process_is_shown_quit_then_back(cluster, clients):
+    s1, s2 = cluster(2)
+    a, b = clients(s1), clients(s2)
+    settle(a, b)
+    s2.signal(signal.SIGSTOP)  # longer than the expiry: taken for dead
+    try:
+        a.expect(f"*** {b.nick} quit", timeout=10)
+    finally:
+        s2.signal(signal.SIGCONT)
+    a.expect(f"*** {b.nick} joined lobby", timeout=10)
+    b.send("still here")
+    a.expect(f"{b.nick}: still here")
+    a.send(f"/nick {b.nick}")
+    a.expect(f"*** Error: nickname {b.nick} is already taken")
+
+
+def test_a_name_taken_twice_while_redis_was_away_is_changed_on_one_side(cluster, clients):
+    s1, s2 = cluster(2, "--no-presence")
+    redis = cluster.redis
+    a, b = clients(s1), clients(s2)
+    redis.stop()
+    for client in (a, b):
+        client.until(lambda line: line.startswith("*** Link to the other servers is down"), timeout=10)
+    a.send("/nick zed")
+    a.expect("*** You are now known as zed")
+    b.send("/nick ZED")  # only checked locally now
+    b.expect("*** You are now known as ZED")
+    redis.start()
+    notices = []
+    for client in (a, b):
+        client.until(lambda line: line == "*** Link to the other servers is back", timeout=15)
+        notices += [line for line in client.sync() if "taken on another server" in line]
+    deadline = time.monotonic() + 5
+    while not notices and time.monotonic() < deadline:
+        for client in (a, b):
+            notices += [line for line in client.sync() if "taken on another server" in line]
+    assert len(notices) == 1, notices
+    assert re.fullmatch(r"\*\*\* Your nickname (zed|ZED) was taken on another server while the link was down: you are now known as (zed|ZED)-2", notices[0]), notices
+    a.send("/who")
+    names = sorted(a.line().split(": ", 1)[1].split())
+    assert sorted(n.lower() for n in names) == ["zed", "zed-2"], names
