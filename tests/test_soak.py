@@ -1,0 +1,477 @@
+"""Soak: hundreds of well-behaved clients chat while a fault injector attacks the server.
+
+Contract sections 4 and 7, all at once and for a while. One real server process (with
+metrics on, and a short --line-timeout so that slow lines are cut within the run); in this
+test process, gevent greenlets (plain gevent sockets, no monkey patching) drive:
+
+* WELL_BEHAVED clients in ROOMS rooms, each sending numbered lines at a steady pace
+  and reading everything;
+* a fault injector that, all the time, starts clients that reset mid-line, send random
+  bytes, send 1 MB lines, never read, connect and vanish, flood, and trickle a line
+  (slowloris).
+
+At the end every well-behaved client must have received every line of every other
+member of its room exactly once, in order and intact; the server's memory must be back
+near where it started; and it must still accept new clients. The figures are printed.
+
+Length: GEVENTCHAT_SOAK_SECONDS (default 40 s of chat, about a minute in all); everything
+is bounded in count and in time. Only loopback; only the server this test started is
+ever signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import struct
+import time
+import urllib.request
+from collections import Counter
+
+import gevent
+import gevent.event
+import gevent.pool
+import psutil
+import pytest
+from gevent import socket as gsocket
+
+from conftest import HOST
+
+SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_SECONDS", "40"))
+WELL_BEHAVED = int(os.environ.get("GEVENTCHAT_SOAK_CLIENTS", "200"))
+ROOMS = 4
+SEND_EVERY = (0.4, 1.6)  # seconds between a well-behaved client's lines (uniform)
+FAULTS_AT_ONCE = 40  # fault clients alive at the same time, at most
+LINE_TIMEOUT = 3  # the server's --line-timeout for this run: slow lines are cut in the run
+SEED = int(os.environ.get("GEVENTCHAT_SOAK_SEED", "20261125"))
+
+pytestmark = pytest.mark.timeout(int(SOAK_SECONDS) + 180)
+
+CHAT_RE = re.compile(rb"^(wb\d+): (\d+) (.*)$")
+METRICS_RE = re.compile(r"Metrics at http://127\.0\.0\.1:(\d+)/metrics$")
+
+
+def payload(nick: str, seq: int) -> str:
+    """The text of a well-behaved line: checkable, of varied length, not all ASCII."""
+    return f"{seq} {nick} " + "x" * (seq * 7 % 60) + " é✓"
+
+
+class Soak:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.rng = random.Random(SEED)
+        self.stop_sending = False
+        self.stop_faults = False
+        self.closing = False  # the test closes the well-behaved clients itself
+        self.sent: Counter[str] = Counter()  # nick -> lines sent
+        self.room_of: dict[str, int] = {}
+        self.members: dict[int, list[str]] = {r: [] for r in range(ROOMS)}
+        self.problems: list[str] = []
+        self.faults: Counter[str] = Counter()
+        self.fault_errors: Counter[str] = Counter()
+        self.delivered = 0
+        self.sink_drops = 0  # never-reading clients the server dropped for their send queue
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 50:
+            self.problems.append(text)
+
+    def connect(self, rcvbuf: int | None = None) -> gsocket.socket:
+        sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
+        if rcvbuf:
+            sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(30)
+        sock.connect((HOST, self.port))
+        return sock
+
+
+class WellBehaved:
+    """Joins its room, sends numbered lines, checks every line of the others."""
+
+    def __init__(self, soak: Soak, index: int) -> None:
+        self.soak = soak
+        self.nick = f"wb{index:04d}"
+        self.room = index % ROOMS
+        self.sock: gsocket.socket | None = None
+        self.buf = b""
+        self.next_seq: dict[str, int] = {}  # sender -> next expected number
+        self.joined = gevent.event.Event()
+        self.reader: gevent.Greenlet | None = None
+
+    def start(self) -> None:
+        self.sock = self.soak.connect()
+        self.sock.sendall(f"/nick {self.nick}\n/join soak{self.room}\n".encode())
+        self.reader = gevent.spawn(self.read)
+
+    def read(self) -> None:
+        sock = self.sock
+        assert sock is not None
+        confirm = f"*** You are now in soak{self.room}".encode()
+        soak = self.soak
+        for _ in range(10_000_000):
+            try:
+                data = sock.recv(65536)
+            except OSError as exc:
+                if not soak.closing:
+                    soak.problem(f"{self.nick}: read error {exc!r}")
+                return
+            if not data:
+                if not soak.closing:
+                    soak.problem(f"{self.nick}: the server closed the connection")
+                return
+            lines = (self.buf + data).split(b"\n")
+            self.buf = lines.pop()
+            for line in lines:
+                if line.startswith(b"wb"):
+                    match = CHAT_RE.match(line)
+                    if match is None:
+                        continue  # a fault client's chat line that happens to start with wb
+                    self.check(match.group(1).decode(), int(match.group(2)), line)
+                elif line == confirm:
+                    self.joined.set()
+            if len(self.buf) > 1 << 20:
+                soak.problem(f"{self.nick}: a line of more than 1 MiB")
+                return
+
+    def check(self, sender: str, seq: int, line: bytes) -> None:
+        soak = self.soak
+        if soak.room_of.get(sender) != self.room:
+            soak.problem(f"{self.nick} (room {self.room}) got a line of {sender} (room {soak.room_of.get(sender)})")
+            return
+        expected = self.next_seq.get(sender, 0)
+        if seq != expected:
+            soak.problem(f"{self.nick}: from {sender} got #{seq}, expected #{expected}")
+        elif line.decode("utf-8", "replace") != f"{sender}: {payload(sender, seq)}":
+            soak.problem(f"{self.nick}: line #{seq} of {sender} altered: {line[:120]!r}")
+        self.next_seq[sender] = max(expected, seq + 1)
+        soak.delivered += 1
+
+    def done(self) -> bool:
+        soak = self.soak
+        return all(
+            self.next_seq.get(sender, 0) == soak.sent[sender]
+            for sender in soak.members[self.room]
+            if sender != self.nick
+        )
+
+    def send_loop(self) -> None:
+        soak, rng = self.soak, random.Random(f"{SEED}-{self.nick}")
+        gevent.sleep(rng.uniform(0, SEND_EVERY[1]))
+        for seq in range(1_000_000):
+            if soak.stop_sending:
+                return
+            try:
+                self.sock.sendall(f"{payload(self.nick, seq)}\n".encode())  # type: ignore[union-attr]
+            except OSError as exc:
+                soak.problem(f"{self.nick}: send error {exc!r}")
+                return
+            soak.sent[self.nick] += 1
+            gevent.sleep(rng.uniform(*SEND_EVERY))
+
+
+# ------------------------------------------------------------------------------ faults
+
+
+def _close(sock: gsocket.socket, reset: bool = False) -> None:
+    try:
+        if reset:
+            sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    except OSError:
+        pass
+
+
+def _drain(sock: gsocket.socket, seconds: float) -> None:
+    """Read and forget whatever comes, for a while."""
+    deadline = time.monotonic() + seconds
+    sock.settimeout(0.2)
+    for _ in range(100_000):
+        if time.monotonic() > deadline:
+            return
+        try:
+            if not sock.recv(65536):
+                return
+        except gsocket.timeout:
+            continue
+        except OSError:
+            return
+
+
+def fault_reset_mid_line(soak: Soak, rng: random.Random) -> None:
+    sock = soak.connect()
+    sock.sendall(f"/join soak{rng.randrange(ROOMS)}\nhalf a line that never".encode())
+    gevent.sleep(rng.uniform(0, 0.5))
+    _close(sock, reset=True)
+
+
+def fault_random_bytes(soak: Soak, rng: random.Random) -> None:
+    sock = soak.connect()
+    sock.sendall(f"/join soak{rng.randrange(ROOMS)}\n".encode())
+    for _ in range(rng.randrange(1, 6)):
+        sock.sendall(rng.randbytes(rng.randrange(1, 8192)))
+        gevent.sleep(0.05)
+    _drain(sock, 0.2)
+    _close(sock, reset=rng.random() < 0.5)
+
+
+def fault_megabyte_line(soak: Soak, rng: random.Random) -> None:
+    sock = soak.connect()
+    sock.sendall(f"/join soak{rng.randrange(ROOMS)}\n".encode())
+    gevent.spawn(_drain, sock, 5)
+    chunk = b"M" * 65536
+    for _ in range(16):
+        sock.sendall(chunk)
+    sock.sendall(b"\nafter the long line\n")
+    gevent.sleep(0.3)
+    _close(sock)
+
+
+def fault_never_read(soak: Soak, rng: random.Random) -> None:
+    """A client that reads nothing: in a busy room for a while, or (every other time) in
+    a room of its own where a helper pours megabytes until the server drops it."""
+    sock = soak.connect(rcvbuf=4096)
+    if rng.random() < 0.5:
+        sock.sendall(f"/join soak{rng.randrange(ROOMS)}\n".encode())
+        gevent.sleep(rng.uniform(3, 8))  # reads nothing meanwhile
+        _close(sock, reset=rng.random() < 0.5)
+        return
+    room = f"sink{rng.randrange(1 << 30)}"
+    sock.sendall(f"/nick stuck{rng.randrange(1 << 20)}\n/join {room}\n".encode())
+    helper = soak.connect()
+    try:
+        helper.sendall(f"/join {room}\n".encode())
+        gevent.sleep(0.2)
+        reader = gevent.spawn(lambda: _read_until(helper, b"(send queue exceeded)", 20))
+        block = (b"s" * 1000 + b"\n") * 100
+        for _ in range(200):  # at most 20 MB, until the server reports the drop
+            if reader.ready():
+                break
+            helper.sendall(block)
+            gevent.sleep(0)
+        reader.join(timeout=10)
+        soak.sink_drops += bool(reader.value)
+    finally:
+        _close(helper)
+        _close(sock)
+
+
+def _read_until(sock: gsocket.socket, marker: bytes, seconds: float) -> bool:
+    """Read until ``marker`` shows up (True) or the time is over (False)."""
+    deadline = time.monotonic() + seconds
+    sock.settimeout(0.5)
+    tail = b""
+    for _ in range(1_000_000):
+        if time.monotonic() > deadline:
+            return False
+        try:
+            data = sock.recv(65536)
+        except gsocket.timeout:
+            continue
+        except OSError:
+            return False
+        if not data:
+            return False
+        tail = tail[-200:] + data
+        if marker in tail:
+            return True
+    return False
+
+
+def fault_connect_vanish(soak: Soak, rng: random.Random) -> None:
+    sock = soak.connect()
+    if rng.random() < 0.5:
+        sock.sendall(b"unfinished")
+    _close(sock, reset=rng.random() < 0.5)
+
+
+def fault_flood(soak: Soak, rng: random.Random) -> None:
+    sock = soak.connect()
+    sock.sendall(f"/join soak{rng.randrange(ROOMS)}\n".encode())
+    reader = gevent.spawn(_drain, sock, 10) if rng.random() < 0.5 else None  # half never read
+    line = b"flood " + b"f" * rng.randrange(10, 200) + b"\n"
+    for _ in range(10):
+        sock.sendall(line * 100)  # 1,000 lines in ten bursts
+        gevent.sleep(0)
+    gevent.sleep(0.5)
+    if reader is not None:
+        reader.kill(block=False)
+    _close(sock)
+
+
+def fault_slowloris(soak: Soak, rng: random.Random) -> None:
+    sock = soak.connect()
+    sock.sendall(b"a slow line")
+    deadline = time.monotonic() + LINE_TIMEOUT + 5
+    for _ in range(100):  # a byte every 0.2 s until the server cuts it (or we give up)
+        if time.monotonic() > deadline:
+            break
+        try:
+            sock.sendall(b".")
+        except OSError:
+            break
+        gevent.sleep(0.2)
+    _close(sock)
+
+
+FAULTS = {
+    "reset mid-line": fault_reset_mid_line,
+    "random bytes": fault_random_bytes,
+    "1 MB line": fault_megabyte_line,
+    "never read": fault_never_read,
+    "connect and vanish": fault_connect_vanish,
+    "flood": fault_flood,
+    "slowloris": fault_slowloris,
+}
+
+
+def inject_faults(soak: Soak) -> None:
+    pool = gevent.pool.Pool(FAULTS_AT_ONCE)
+    kinds = list(FAULTS)
+    for n in range(1_000_000):
+        if soak.stop_faults:
+            break
+        kind = kinds[n % len(kinds)] if n < len(kinds) else soak.rng.choice(kinds)
+        rng = random.Random(f"{SEED}-fault-{n}")
+
+        def run(kind: str = kind, rng: random.Random = rng) -> None:
+            try:
+                FAULTS[kind](soak, rng)
+            except OSError as exc:  # the server may cut a bad client at any point
+                soak.fault_errors[type(exc).__name__] += 1
+
+        pool.spawn(run)  # waits while FAULTS_AT_ONCE are running
+        soak.faults[kind] += 1
+        gevent.sleep(soak.rng.uniform(0.01, 0.06))
+    pool.join(timeout=30)
+    pool.kill(timeout=5)
+
+
+# ------------------------------------------------------------------------------ the test
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, _, value = line.partition(" ")
+            figures[name] = float(value)
+    return figures
+
+
+def wait_connected(metrics_port: int, count: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        now = scrape(metrics_port)["geventchat_clients_connected"]
+        if now == count or time.monotonic() > deadline:
+            return now
+        gevent.sleep(0.2)
+
+
+def test_soak(start_server):
+    server = start_server("--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", start_timeout=20)
+    metrics_port = int(METRICS_RE.search(server.wait_for(lambda l: METRICS_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
+    proc = psutil.Process(server.pid)
+    soak = Soak(server.port)
+    started = time.monotonic()
+
+    # Everyone joins; the chat starts once every well-behaved client is in its room.
+    clients = [WellBehaved(soak, i) for i in range(WELL_BEHAVED)]
+    for client in clients:
+        soak.room_of[client.nick] = client.room
+        soak.members[client.room].append(client.nick)
+    for start in range(0, len(clients), 50):
+        gevent.joinall([gevent.spawn(c.start) for c in clients[start : start + 50]], raise_error=True)
+    for client in clients:
+        assert client.joined.wait(30), f"{client.nick} never got into its room; {soak.problems[:5]}"
+    gevent.sleep(1)
+    rss_start = proc.memory_info().rss
+    rss_peak = rss_start
+
+    # The chat, with the faults going on meanwhile.
+    senders = [gevent.spawn(c.send_loop) for c in clients]
+    injector = gevent.spawn(inject_faults, soak)
+    deadline = time.monotonic() + SOAK_SECONDS
+    while time.monotonic() < deadline:
+        gevent.sleep(0.5)
+        rss_peak = max(rss_peak, proc.memory_info().rss)
+        assert server.proc.poll() is None, "the server died"
+    soak.stop_faults = True
+    soak.stop_sending = True
+    gevent.joinall(senders, timeout=10)
+    injector.join(timeout=60)
+    assert injector.dead, "the fault injector did not finish"
+
+    # Every line reaches everyone it should (bounded wait), then the check.
+    drain_deadline = time.monotonic() + 60
+    while time.monotonic() < drain_deadline and not all(c.done() for c in clients):
+        gevent.sleep(0.2)
+        rss_peak = max(rss_peak, proc.memory_info().rss)
+    sent = sum(soak.sent.values())
+    expected = sum(soak.sent[s] * (len(soak.members[soak.room_of[s]]) - 1) for s in soak.sent)
+    missing = {c.nick: {s: soak.sent[s] - c.next_seq.get(s, 0) for s in soak.members[c.room] if s != c.nick and c.next_seq.get(s, 0) != soak.sent[s]} for c in clients}
+    missing = {nick: m for nick, m in missing.items() if m}
+    lost = expected - soak.delivered
+
+    # The faults are over: only the well-behaved remain; memory comes back down.
+    connected = wait_connected(metrics_port, WELL_BEHAVED, 30)
+    gevent.sleep(2)
+    rss_end = proc.memory_info().rss
+    server_figures = scrape(metrics_port)
+
+    # And a newcomer is still welcome.
+    newcomer = soak.connect()
+    newcomer.settimeout(10)
+    first = newcomer.recv(4096)
+    newcomer.sendall(b"/stats\n")
+    stats_reply = b""
+    for _ in range(50):
+        if b"connected in" in stats_reply:
+            break
+        stats_reply += newcomer.recv(4096)
+    _close(newcomer)
+
+    soak.closing = True
+    for client in clients:
+        _close(client.sock)  # type: ignore[arg-type]
+    gevent.joinall([c.reader for c in clients if c.reader is not None], timeout=10)
+
+    mib = 1 << 20
+    figures = {
+        "seconds": round(time.monotonic() - started, 1),
+        "chat seconds": SOAK_SECONDS,
+        "well-behaved clients": WELL_BEHAVED,
+        "rooms": ROOMS,
+        "messages sent": sent,
+        "deliveries expected": expected,
+        "deliveries verified": soak.delivered,
+        "lost": lost,
+        "problems": len(soak.problems),
+        "faults injected": sum(soak.faults.values()),
+        "faults by kind": dict(soak.faults),
+        "fault clients cut by the server": dict(soak.fault_errors),
+        "never-readers dropped for send queue (seen)": soak.sink_drops,
+        "server RSS start MiB": round(rss_start / mib, 1),
+        "server RSS peak MiB": round(rss_peak / mib, 1),
+        "server RSS end MiB": round(rss_end / mib, 1),
+        "server counters": {k.removeprefix("geventchat_"): int(v) for k, v in server_figures.items() if k.startswith("geventchat_")},
+    }
+    print("\nSOAK " + json.dumps(figures, indent=1, ensure_ascii=False))
+
+    assert not soak.problems, soak.problems[:20]
+    assert not missing, f"lines missing for {len(missing)} clients: {dict(list(missing.items())[:5])}"
+    assert lost == 0 and soak.delivered == expected
+    assert sent > WELL_BEHAVED * SOAK_SECONDS / SEND_EVERY[1] * 0.5, "the chat hardly ran"
+    assert all(soak.faults[kind] > 0 for kind in FAULTS), soak.faults
+    assert connected == WELL_BEHAVED, f"{connected} connected after the faults, expected {WELL_BEHAVED}"
+    assert first.startswith(b"*** Welcome, "), first
+    assert f"*** {WELL_BEHAVED + 1} connected in".encode() in stats_reply, stats_reply
+    assert server_figures["geventchat_lines_too_long_total"] >= soak.faults["1 MB line"]
+    assert server_figures["geventchat_line_timeouts_total"] >= 1
+    assert server_figures["geventchat_sendq_drops_total"] >= soak.sink_drops >= 1
+    # Memory back near where it started: what the faults took was given back.
+    assert rss_end <= rss_start * 1.25 + 16 * mib, figures
+    assert server.proc.poll() is None
