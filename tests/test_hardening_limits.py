@@ -296,3 +296,26 @@ def test_sweep_interval():
     assert sweep_interval(0, 60) == 1.0
     assert sweep_interval(1, 60) == 0.25
     assert sweep_interval(0.01, 0) == 0.05
+
+
+# ------------------------------------------------------- timeouts reach parked readers
+
+
+@pytest.mark.parametrize("flags, send, reason", [
+    (("--idle-timeout", "3"), b"", "idle timeout"),
+    (("--line-timeout", "3"), b"half a line, then silence", "line timeout"),
+])
+def test_timeouts_reach_a_parked_connection(start_server, clients, flags, send, reason):
+    """A reader silent for PARK_AFTER (2 s) holds no greenlet; the sweeper still drops it."""
+    server = start_server(*flags)
+    silent = clients(server)
+    other = clients(server)
+    silent.expect(f"*** {other.nick} joined lobby")
+    if send:
+        silent.send_raw(send)
+    started = time.monotonic()
+    server.wait_for_text(f"Client 127.0.0.1:{silent.port} disconnected ({reason})", timeout=8)
+    assert 2.5 <= time.monotonic() - started <= 6
+    if reason == "line timeout":  # (with --idle-timeout, the other one is idle too)
+        other.until(lambda l: l == f"*** {silent.nick} quit ({reason})")
+    silent.read_to_eof()
