@@ -331,10 +331,6 @@ def main(argv: list[str] | None = None) -> int:
             parse_origins(args.web_origins)
         except ValueError as exc:
             parser.error(f"argument --web-origins: {exc}")
-    if args.metrics_port is not None and args.workers is not None and args.workers > 1:
-        # Each process counts for itself; one port cannot show N processes' figures.
-        print("Error: --metrics-port cannot be combined with --workers (each process has its own figures)", file=sys.stderr)
-        return 2
     configure_logging(args.log_level)
     if args.certfile:
         try:  # checked once here, so that a bad file is one line even with --workers

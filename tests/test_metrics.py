@@ -189,4 +189,5 @@ def test_stats_command_names_rooms_and_counts(server, clients):
 def test_metrics_port_not_with_workers():
     result = run_server_command("--host", HOST, "--port", "0", "--metrics-port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:1/0")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["Error: --metrics-port cannot be combined with --workers (each process has its own figures)"]
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("Error: --metrics-port") and "--workers" in err[0], err
