@@ -25,6 +25,11 @@ log = logging.getLogger("geventchat")
 # Nickname variants tried for a new connection before giving up (port-N, N = 2, 3, ...).
 MAX_NICK_TRIES = 1000
 
+# Seconds before a --workers worker that died is started again: RESTART_MIN, doubling up to
+# RESTART_MAX while it keeps dying within RESTART_MAX of its start.
+RESTART_MIN = 0.5
+RESTART_MAX = 10.0
+
 # The reason the others see for the users of a server that stops cleanly.
 STOPPING_REASON = "server shutting down"
 
@@ -257,13 +262,19 @@ def run_workers(args, serve) -> int:
     workers: dict[int, int] = {}  # pid -> index
     ready_r, ready_w = os.pipe()
 
-    def spawn(index: int) -> None:
+    started: dict[int, float] = {}  # index -> when its current worker was started
+    delays: dict[int, float] = {}  # index -> seconds before its next restart
+
+    def spawn(index: int, first: bool = False) -> None:
+        started[index] = time.monotonic()
         pid = gevent.os.fork_and_watch(lambda watcher: exited(watcher.pid, watcher.rstatus, index))
         if pid == 0:  # the worker
             code = 1
             try:
-                os.close(ready_r)
-                code = _worker(sockets[index], ready_w, args, serve)
+                if first:
+                    os.close(ready_r)
+                # Only the first workers report readiness: the pipe is closed after that.
+                code = _worker(sockets[index], ready_w if first else None, args, serve)
             except BaseException:
                 log.exception("Worker %d failed", index + 1)
             finally:
@@ -274,13 +285,16 @@ def run_workers(args, serve) -> int:
         workers.pop(pid, None)
         if stop_requested.is_set():
             return
-        log.warning("Worker %d (pid %d) ended (status %d); starting it again", index + 1, pid, status)
-        gevent.spawn_later(0.5, lambda: None if stop_requested.is_set() else spawn(index))
+        # A worker that dies soon after its start is restarted less and less often.
+        quick = time.monotonic() - started.get(index, 0) < RESTART_MAX
+        delay = delays[index] = min(RESTART_MAX, delays.get(index, RESTART_MIN / 2) * 2) if quick else RESTART_MIN
+        log.warning("Worker %d (pid %d) ended (status %d); starting it again in %.1f s", index + 1, pid, status, delay)
+        gevent.spawn_later(delay, lambda: None if stop_requested.is_set() else spawn(index))
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop_requested.set)
     for index in range(args.workers):
-        spawn(index)
+        spawn(index, first=True)
     os.close(ready_w)
     ready = 0
     gevent.os.make_nonblocking(ready_r)
@@ -344,7 +358,7 @@ class _WorkerConsole(logging.Filter):
         return not (record.msg == "Server stopped" or str(record.msg).startswith("Server listening on"))
 
 
-def _worker(sock, ready_w: int, args, serve) -> int:
+def _worker(sock, ready_w: int | None, args, serve) -> int:
     import os
 
     from gevent import socket as gsocket
@@ -355,7 +369,8 @@ def _worker(sock, ready_w: int, args, serve) -> int:
     listener = gsocket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
 
     def ready() -> None:
-        os.write(ready_w, b"1")
-        os.close(ready_w)
+        if ready_w is not None:
+            os.write(ready_w, b"1")
+            os.close(ready_w)
 
     return serve(args, listener, ready=ready)

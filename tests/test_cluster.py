@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -389,3 +390,41 @@ def test_a_name_taken_twice_while_redis_was_away_is_changed_on_one_side(cluster,
     a.send("/who")
     names = sorted(a.line().split(": ", 1)[1].split())
     assert sorted(n.lower() for n in names) == ["zed", "zed-2"], names
+
+
+def test_a_killed_worker_is_restarted_and_its_users_quit(start_server, redis_server, clients):  # noqa: F811
+    server = start_server("--workers", "2", "--redis-url", redis_server.url, "--redis-expiry", EXPIRY)
+    import psutil
+
+    group = [clients(server) for _ in range(8)]
+    settle(*group)
+    workers = psutil.Process(server.pid).children()
+    assert len(workers) == 2
+    workers[0].kill()
+    server.wait_for(lambda line: "Worker" in line and "ended" in line and "starting it again" in line)
+    survivors, gone = [], []
+    for client in group:
+        try:
+            client.sock.settimeout(0.5)
+            data = client.sock.recv(65536, socket.MSG_PEEK)
+        except (TimeoutError, socket.timeout):
+            data = b"alive"
+        except OSError:
+            data = b""
+        (survivors if data else gone).append(client)
+    assert survivors and gone, (survivors, gone)
+    for client in survivors:
+        got = client.lines(len(gone), timeout=10)
+        assert sorted(got) == sorted(f"*** {c.nick} quit" for c in gone), got
+    # The restarted worker serves new clients, in the same chat.
+    deadline = time.monotonic() + 10
+    while len(psutil.Process(server.pid).children()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    newcomers = [clients(server) for _ in range(6)]
+    settle(*survivors, *newcomers)
+    assert len(members_per_process(redis_server)) == 2
+    newcomers[0].send("hello again")
+    for client in survivors + newcomers[1:]:
+        client.expect(f"{newcomers[0].nick}: hello again")
+    assert server.stop() == 0
+    assert server.stderr_lines() == []
