@@ -244,6 +244,12 @@ def run_workers(args, serve) -> int:
     try:
         family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
         port = args.port
+        if port:
+            # SO_REUSEPORT would let us share a port some other server of ours (same user,
+            # also SO_REUSEPORT) listens on: a plain bind first makes that "in use".
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((args.host, port))
         for _ in range(args.workers):
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)

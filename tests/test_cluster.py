@@ -428,3 +428,10 @@ def test_a_killed_worker_is_restarted_and_its_users_quit(start_server, redis_ser
         client.expect(f"{newcomers[0].nick}: hello again")
     assert server.stop() == 0
     assert server.stderr_lines() == []
+
+
+def test_workers_do_not_share_a_port_with_another_server(start_server, redis_server):  # noqa: F811
+    first = start_server("--workers", "2", "--redis-url", redis_server.url)
+    result = run_server_command("--workers", "2", "--redis-url", redis_server.url, "--host", "127.0.0.1", "--port", str(first.port))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{first.port}: port {first.port} is already in use"]
