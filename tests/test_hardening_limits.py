@@ -90,7 +90,7 @@ def test_idle_timeout_drops_a_silent_client(start_server, clients):
             break
     server.wait_for_text(f"Client 127.0.0.1:{silent.port} disconnected (idle timeout)")
     elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed <= 2.5, elapsed
+    assert 0.9 <= elapsed <= 4.0, elapsed  # due at 1 s, checked every 0.25 s; room for a loaded machine
     lines = silent.read_to_eof()
     assert all(re.fullmatch(rf"{talker.nick}: tick \d+", line) for line in lines), lines
     talker.until(lambda l: l == f"*** {silent.nick} quit (idle timeout)")
@@ -128,7 +128,7 @@ def test_slowloris_is_dropped(start_server, clients):
         if server.count_text(gone_text):
             break
     server.wait_for_text(gone_text)
-    assert 0.9 <= time.monotonic() - started <= 2.5
+    assert 0.9 <= time.monotonic() - started <= 4.0
     other.expect(f"*** {slow.nick} quit (line timeout)")
     other.send("alive")
     other.expect_nothing()
