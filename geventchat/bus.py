@@ -186,6 +186,7 @@ class RedisBus:
         self._registered = False
         self._clashes: list[str] = []
         self._closing = False
+        self._publishing = False  # a batch is on its way to Redis
         self._greenlets: list[gevent.Greenlet] = []
         self.claims: dict[str, str] = {}  # folded nick -> the value of our claim on it
         self._serial = 0
@@ -214,7 +215,7 @@ class RedisBus:
         self._closing = True
         if self.up:
             with gevent.Timeout(timeout, False):
-                while self._queue:
+                while self._queue or self._publishing:
                     self._wake.set()
                     gevent.sleep(0.01)
                 try:
@@ -255,6 +256,7 @@ class RedisBus:
                 pipe = self.redis.pipeline(transaction=False)
                 for payload in _payloads(self._origin, records):
                     pipe.publish(self.channel, payload)
+                self._publishing = True
                 try:
                     pipe.execute()
                 except Exception as exc:  # redis-py's errors, or its state after a kill
@@ -263,6 +265,8 @@ class RedisBus:
                     self.dropped += len(records)
                     self._fail(exc)
                     continue
+                finally:
+                    self._publishing = False
                 self.published_batches += 1
                 self.published_records += len(records)
 

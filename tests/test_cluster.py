@@ -435,3 +435,17 @@ def test_workers_do_not_share_a_port_with_another_server(start_server, redis_ser
     result = run_server_command("--workers", "2", "--redis-url", redis_server.url, "--host", "127.0.0.1", "--port", str(first.port))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{first.port}: port {first.port} is already in use"]
+
+
+def test_a_server_stopping_shows_its_users_quit_elsewhere_and_frees_their_names(cluster, clients):
+    s1, s2 = cluster(2)
+    a, b, c = clients(s1), clients(s2), clients(s2)
+    settle(a, b, c)
+    assert s2.stop() == 0
+    got = a.lines(2)
+    assert sorted(got) == sorted(f"*** {x.nick} quit (server shutting down)" for x in (b, c)), got
+    a.expect_nothing()
+    a.send(f"/nick {b.nick}")
+    a.expect(f"*** You are now known as {b.nick}")
+    a.send("/who")
+    a.expect(f"*** Members of lobby (1): {b.nick}")
