@@ -191,3 +191,12 @@ def test_metrics_port_not_with_workers():
     assert result.returncode == 2
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("Error: --metrics-port") and "--workers" in err[0], err
+
+
+def test_idle_timeouts_are_counted(start_server, clients):
+    server = start_server("--metrics-port", "0", "--idle-timeout", "1")
+    port = metrics_port(server)
+    silent = clients(server)
+    server.wait_for_text(f"Client 127.0.0.1:{silent.port} disconnected (idle timeout)", timeout=6)
+    samples = wait_metric(port, "geventchat_idle_timeouts_total", lambda v: v == 1)
+    assert samples["geventchat_clients_connected"] == 0

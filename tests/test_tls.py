@@ -305,3 +305,16 @@ def test_tls_in_a_real_terminal(tls_server, pki):
         assert "mismatch" in shown and "Connected" not in shown and "Traceback" not in shown, text
     finally:
         term.kill()
+
+
+def test_slowloris_over_tls_is_cut(tls_server, pki):
+    """The line timeout sees TLS connections too (their readers never park)."""
+    server = tls_server("--line-timeout", "1", "--idle-timeout", "30")
+    slow = tls_client(server.port, pki)
+    other = tls_client(server.port, pki)
+    slow.expect(f"*** {other.nick} joined lobby")
+    slow.send_raw(b"never finished")
+    server.wait_for_text(f"Client 127.0.0.1:{slow.port} disconnected (line timeout)", timeout=6)
+    other.expect(f"*** {slow.nick} quit (line timeout)")
+    other.send("/stats")
+    assert other.sync()[0] == "*** 1 connected in 1 room"
