@@ -10,7 +10,7 @@ import socket
 import sys
 
 from bench.runner import BenchError, Scenario, run
-from bench.servers import ServerProcess, available, find_listener_pid
+from bench.servers import RedisProcess, ServerProcess, available, find_listener_pid
 
 COMPARE_ORDER = ("geventchat", "threaded", "asyncio", "ncat")
 SWEEP_KEYS = ("clients", "senders", "messages", "size", "rate")
@@ -24,10 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Reports deliveries/s, messages/s, latency p50/p99/max, connect time, losses, CPU use.",
     )
     p.add_argument("--host", default=None, help="target a running server at this address (default: start one)")
-    p.add_argument("--port", type=int, default=None, help="port of the running server to target")
+    p.add_argument("--port", type=_ports, default=None, metavar="PORT[,PORT...]",
+                   help="port of the running server to target; several ports (one per server process, "
+                   "e.g. of a cluster over Redis): the clients are spread over them in turn")
     p.add_argument("--server", default="geventchat", choices=["geventchat", "threaded", "asyncio", "ncat", "lossy"],
                    help="which server to start when no --host/--port is given (default geventchat)")
-    p.add_argument("--server-pid", type=int, default=0, help="PID of the targeted server, for its CPU and memory")
+    p.add_argument("--server-pid", type=int, default=0,
+                   help="PID of the targeted server, for its CPU and memory (with the processes under it)")
+    p.add_argument("--bus-pid", type=int, default=0,
+                   help="PID of the Redis that links the targeted server processes, for the bus's CPU")
+    p.add_argument("--workers", type=_worker_counts, default=None, metavar="N[,N...]",
+                   help="start geventchat with --workers N over a Redis the bench starts (0: one process "
+                   "without Redis); several counts run side by side, e.g. 0,2, with --repeat")
     p.add_argument("--clients", type=int, default=100, help="connected clients, all in one room (default 100)")
     p.add_argument("--senders", type=int, default=None, help="clients that send (default: all of them)")
     p.add_argument("--messages", type=int, default=200, help="messages per sender (default 200)")
@@ -57,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _int_list(text: str, low: int, high: int, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a {what} or a comma-separated list of {what}s: {text!r}") from None
+    if not values or any(not low <= v <= high for v in values):
+        raise argparse.ArgumentTypeError(f"{what}s are {low} to {high}: {text!r}")
+    return values
+
+
+def _ports(text: str) -> list[int]:
+    return _int_list(text, 1, 65535, "port")
+
+
+def _worker_counts(text: str) -> list[int]:
+    return _int_list(text, 0, 64, "count")
+
+
 def scenario_from(args) -> Scenario:
     return Scenario(
         clients=args.clients, senders=args.senders, messages=args.messages, size=args.size, rate=args.rate,
@@ -75,17 +101,42 @@ def raise_fd_limit() -> None:
             pass
 
 
-def run_on(name: str | None, sc: Scenario, args) -> dict:
-    """One run against a started server ``name``, or against --host/--port when name is None."""
+def run_on(name: str | None, sc: Scenario, args, workers: int = 0) -> dict:
+    """One run against a started server ``name`` (geventchat: with ``--workers workers``
+    over a Redis started here, when workers > 0), or against --host/--port when name is None."""
     if name is None:
         host = args.host or "127.0.0.1"
+        for port in args.port:
+            try:
+                socket.create_connection((host, port), timeout=5).close()
+            except OSError as exc:
+                raise BenchError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        pid = args.server_pid or find_listener_pid(host, args.port[0])
+        where = f"{host}:{','.join(map(str, args.port))}"
+        res = run(sc, host, args.port, pid, label=where, bus_pid=args.bus_pid)
+        res["server"] = where
+        return res
+    if workers:
+        redis = RedisProcess()
         try:
-            socket.create_connection((host, args.port), timeout=5).close()
-        except OSError as exc:
-            raise BenchError(f"cannot connect to {host}:{args.port}: {exc.strerror or exc}") from None
-        pid = args.server_pid or find_listener_pid(host, args.port)
-        res = run(sc, host, args.port, pid, label=f"{host}:{args.port}")
-        res["server"] = f"{host}:{args.port}"
+            redis.start()
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
+        try:
+            server = ServerProcess(name, "127.0.0.1", sc.clients, workers=workers, redis_url=redis.url)
+            try:
+                server.start()
+            except RuntimeError as exc:
+                raise BenchError(str(exc)) from None
+            try:
+                label = f"{name} --workers {workers}"
+                res = run(sc, server.host, server.port, server.pid, label=label, bus_pid=redis.pid)
+            finally:
+                server.stop()
+        finally:
+            redis.stop()
+        res["server"] = label
+        res["workers"] = workers
         return res
     if name == "ncat":
         # ncat listens with a backlog of 10: more connects at once overflow it and stall
@@ -134,7 +185,11 @@ ROWS = [
     ("lost", lambda r: r["lost"], "int"),
     ("duplicates", lambda r: r["duplicates"], "int"),
     ("reordered", lambda r: r["reordered"], "int"),
+    ("server processes", lambda r: r["server_processes"], "int"),
     ("server CPU s", lambda r: r["server_cpu_s"], "s"),
+    ("server CPU us/message", lambda r: r["server_cpu_us_per_message"], "s"),
+    ("bus (Redis) CPU s", lambda r: r["bus_cpu_s"], "s"),
+    ("bus CPU us/message", lambda r: r["bus_cpu_us_per_message"], "s"),
     ("server cores busy", lambda r: r["server_cores"], "s"),
     ("deliveries/server-CPU-s", lambda r: r["deliveries_per_server_cpu_s"], "rate"),
     ("generator CPU s", lambda r: r["generator_cpu_s"], "s"),
@@ -173,9 +228,10 @@ def table(results: list[dict], idle: bool = False) -> str:
     return "\n".join(out)
 
 
-def ratios(results: list[dict], idle: bool = False) -> dict:
-    """geventchat's figures relative to each other server (higher is better for geventchat)."""
-    ref = next((r for r in results if r["server"] == "geventchat"), None)
+def ratios(results: list[dict], idle: bool = False, ref: dict | None = None) -> dict:
+    """geventchat's (or ``ref``'s) figures relative to each other run (higher is better for it)."""
+    if ref is None:
+        ref = next((r for r in results if r["server"] == "geventchat"), None)
     out = {}
     if ref is None:
         return out
@@ -199,21 +255,78 @@ def ratios(results: list[dict], idle: bool = False) -> dict:
     return out
 
 
+def _median(name: str, runs: list[dict]) -> dict:
+    """The median run by throughput (a failed run counts as the worst); all runs' headline
+    figures kept under "repeats"."""
+    ranked = sorted(runs, key=lambda r: (r["ok"], r["deliveries_per_s"]))
+    best = dict(ranked[len(ranked) // 2])
+    if len(runs) > 1:
+        best["repeats"] = [{"deliveries_per_s": r["deliveries_per_s"], "p99_ms": r["latency_ms"]["p99"],
+                            "deliveries_per_server_cpu_s": r["deliveries_per_server_cpu_s"],
+                            "other_cores_busy": r["other_cores_busy"], "ok": r["ok"]} for r in runs]
+        print(f"{name}: deliveries/s of the {len(runs)} runs: "
+              + ", ".join(f"{r['deliveries_per_s']:,.0f}" for r in runs) + " (median kept)", flush=True)
+    if not all(r["ok"] for r in runs):
+        best["ok"] = False
+    print(f"{name}: {verdict(best)}", flush=True)
+    for w in best["warnings"]:
+        print(f"  warning: {w}", flush=True)
+    return best
+
+
+def _workers_label(n: int) -> str:
+    return "1 process" if n == 0 else f"--workers {n}"
+
+
+def scaling(results: list[dict]) -> dict:
+    """Each run's figures over the first's (deliveries/s above 1: more throughput)."""
+    ref = results[0]
+    out = {}
+    for r in results[1:]:
+        entry = {}
+        if ref["deliveries_per_s"]:
+            entry["deliveries_per_s_x"] = r["deliveries_per_s"] / ref["deliveries_per_s"]
+        if ref["latency_ms"]["p99"]:
+            entry["p99_x"] = r["latency_ms"]["p99"] / ref["latency_ms"]["p99"]
+        a, b = ref.get("server_cpu_us_per_message"), r.get("server_cpu_us_per_message")
+        if a and b:
+            entry["server_cpu_per_message_x"] = b / a
+        if a is not None and b is not None:
+            # what linking the processes costs per message: their extra CPU and Redis's
+            entry["bus_cost_us_per_message"] = b + (r.get("bus_cpu_us_per_message") or 0.0) - a
+        out[r["server"]] = entry
+    return out
+
+
+# How each ratio is printed, in this order.
+RATIO_TEXT = (
+    ("deliveries_per_s_x", "deliveries/s x{:.2f}"),
+    ("p99_x", "p99 latency x{:.2f}"),
+    ("p99_x_lower", "p99 latency x{:.2f} (theirs / ours)"),
+    ("efficiency_x", "deliveries per server-CPU-s x{:.2f}"),
+    ("server_cpu_per_message_x", "server CPU per message x{:.2f}"),
+    ("bus_cost_us_per_message", "cost of the bus {:.1f} us of CPU per message"),
+    ("memory_per_client_x_smaller", "memory per client x{:.2f} (theirs / ours)"),
+)
+
+
+def _ratio_text(entry: dict) -> str:
+    return ", ".join(text.format(entry[key]) for key, text in RATIO_TEXT if key in entry)
+
+
+def print_scaling(sc: dict) -> None:
+    if sc:
+        print()
+    for name, entry in sc.items():
+        print(f"{name} against the first: {_ratio_text(entry)}")
+
+
 def print_ratios(rt: dict) -> None:
     if not rt:
         return
     print("\ngeventchat's ratio to each (above 1: geventchat is better by that factor):")
     for name, entry in rt.items():
-        parts = []
-        if "deliveries_per_s_x" in entry:
-            parts.append(f"deliveries/s x{entry['deliveries_per_s_x']:.2f}")
-        if "p99_x_lower" in entry:
-            parts.append(f"p99 latency x{entry['p99_x_lower']:.2f} (theirs / ours)")
-        if "efficiency_x" in entry:
-            parts.append(f"deliveries per server-CPU-s x{entry['efficiency_x']:.2f}")
-        if "memory_per_client_x_smaller" in entry:
-            parts.append(f"memory per client x{entry['memory_per_client_x_smaller']:.2f} (theirs / ours)")
-        print(f"  vs {name}: " + ", ".join(parts))
+        print(f"  vs {name}: {_ratio_text(entry)}")
 
 
 def verdict(res: dict) -> str:
@@ -315,6 +428,10 @@ def _main(args) -> int:
     target = args.port is not None
     if args.compare and target:
         raise BenchError("--compare starts its own servers: leave out --host/--port")
+    if args.workers is not None and (target or args.compare):
+        raise BenchError("--workers starts its own servers: leave out --host/--port and --compare")
+    if args.workers is not None and args.sweep:
+        raise BenchError("--workers and --sweep do not go together yet")
 
     if args.sweep:
         key, values = parse_sweep(args.sweep)
@@ -341,27 +458,33 @@ def _main(args) -> int:
         print(f"scenario: {sc.describe()}, {sc.procs} generator processes, window {sc.auto_window()}", flush=True)
         for name in names:
             runs = [run_on(name, scenario_from(args), args) for _ in range(max(1, args.repeat))]
-            # the median run by throughput (a failed run counts as the worst), all kept in the JSON
-            ranked = sorted(runs, key=lambda r: (r["ok"], r["deliveries_per_s"]))
-            best = dict(ranked[len(ranked) // 2])
-            if len(runs) > 1:
-                best["repeats"] = [{"deliveries_per_s": r["deliveries_per_s"], "p99_ms": r["latency_ms"]["p99"],
-                                    "deliveries_per_server_cpu_s": r["deliveries_per_server_cpu_s"],
-                                    "other_cores_busy": r["other_cores_busy"], "ok": r["ok"]} for r in runs]
-                print(f"{name}: deliveries/s of the {len(runs)} runs: "
-                      + ", ".join(f"{r['deliveries_per_s']:,.0f}" for r in runs) + " (median kept)", flush=True)
-            if not all(r["ok"] for r in runs):
-                best["ok"] = False
-            results.append(best)
-            print(f"{name}: {verdict(best)}", flush=True)
-            for w in best["warnings"]:
-                print(f"  warning: {w}", flush=True)
+            results.append(_median(name, runs))
         print()
         print(table(results, idle=sc.idle))
         rt = ratios(results, idle=sc.idle)
         print_ratios(rt)
         if args.json:
             write_json(args.json, {**_headline(results[0]), "compare": results, "ratios": rt})
+        return 0 if all(r["ok"] for r in results) else 1
+
+    if args.workers is not None:
+        if args.server != "geventchat":
+            raise BenchError("--workers is for --server geventchat")
+        counts = args.workers
+        print(f"scenario: {sc.describe()}, {sc.procs} generator processes, window {sc.auto_window()}", flush=True)
+        runs: dict[int, list[dict]] = {n: [] for n in counts}
+        for _ in range(max(1, args.repeat)):  # alternating, so that drifting load hits all alike
+            for n in counts:
+                runs[n].append(run_on("geventchat", scenario_from(args), args, workers=n))
+        results = [_median(_workers_label(n), runs[n]) for n in counts]
+        for n, r in zip(counts, results):
+            r["server"] = _workers_label(n)
+        print()
+        print(table(results, idle=sc.idle))
+        scale = scaling(results)
+        print_scaling(scale)
+        if args.json:
+            write_json(args.json, {**_headline(results[0]), "workers": results, "scaling": scale})
         return 0 if all(r["ok"] for r in results) else 1
 
     res = run_on(None if target else args.server, sc, args)

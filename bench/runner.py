@@ -74,7 +74,13 @@ def _percentile(samples: np.ndarray, q: float) -> float:
     return float(np.percentile(samples, q)) / 1000.0
 
 
-def run(sc: Scenario, host: str, port: int, server_pid: int = 0, label: str = "") -> dict:
+def run(sc: Scenario, host: str, port: "int | list[int]", server_pid: int = 0, label: str = "",
+        bus_pid: int = 0) -> dict:
+    """One run against ``host`` at ``port`` (or spread over several ports, client i on
+    ``ports[i % len(ports)]``); ``server_pid``'s process tree is measured as the server,
+    ``bus_pid`` (a Redis linking server processes) separately as the bus."""
+    ports = list(port) if isinstance(port, (list, tuple)) else [port]
+    port = ports[0]
     if sc.size < HEADER + 1:
         raise BenchError(f"--size must be at least {HEADER + 1} bytes (the header is {HEADER})")
     try:  # resolve once here, not in every connect
@@ -86,6 +92,7 @@ def run(sc: Scenario, host: str, port: int, server_pid: int = 0, label: str = ""
     K = max(1, min(sc.procs, N // 2 if N >= 2 else 1))
     expected = sc.expected()
     meter = ServerMeter(server_pid)
+    bus = ServerMeter(bus_pid)
     per_worker_expected = max(1, expected // K)
     sample_every = max(1, per_worker_expected // 1_000_000)
     base_ns = time.monotonic_ns()
@@ -100,7 +107,7 @@ def run(sc: Scenario, host: str, port: int, server_pid: int = 0, label: str = ""
                 messages=sc.messages, size=sc.size, window=sc.auto_window(), rate=sc.rate,
                 base_ns=base_ns, connect_batch=max(1, sc.connect_batch // K),
                 connect_timeout=sc.connect_timeout, sample_every=sample_every, coalesce=sc.coalesce,
-                run_limit=sc.timeout + 120,
+                run_limit=sc.timeout + 120, ports=tuple(ports) if len(ports) > 1 else (),
             )
             parent, child = ctx.Pipe()
             p = ctx.Process(target=run_worker, args=(plan, child), daemon=True, name=f"bench-worker-{k}")
@@ -108,7 +115,9 @@ def run(sc: Scenario, host: str, port: int, server_pid: int = 0, label: str = ""
             child.close()
             pipes.append(parent)
             procs.append(p)
-        return _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label)
+        res = _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label)
+        res["ports"] = ports
+        return res
     finally:
         for parent in pipes:
             try:
@@ -128,7 +137,7 @@ def _recv(pipe, timeout: float):
     return None
 
 
-def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
+def _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label) -> dict:
     from tqdm import tqdm
 
     show = sc.progress
@@ -164,6 +173,8 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
 
     # ---------------------------------------------------------------- run phase
     cpu0 = meter.cpu()
+    bus0 = bus.cpu()
+    server_procs = meter.processes()
     sys0 = psutil.cpu_times()
     t_go = time.monotonic_ns()
     for pipe in pipes:
@@ -201,6 +212,7 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
         if any(not p.is_alive() for p in procs):
             raise BenchError("a load-generator worker died during the run")
     cpu1 = meter.cpu()
+    bus1 = bus.cpu()
     sys1 = psutil.cpu_times()
     t_stop = time.monotonic_ns()
     bar.close()
@@ -217,9 +229,11 @@ def _drive(sc, pipes, procs, meter, rss0, expected, N, S, K, label) -> dict:
                 results[id(pipe)] = msg[1]
     if len(results) < K:
         raise BenchError("a load-generator worker did not report")
-    return _summarise(sc, list(results.values()), expected, N, S, K, t_go, t_stop, cpu0, cpu1,
-                      connect_s, connect_failed, connect_error, rss0, rss1, ended,
-                      _busy(sys1) - _busy(sys0))
+    res = _summarise(sc, list(results.values()), expected, N, S, K, t_go, t_stop, cpu0, cpu1,
+                     connect_s, connect_failed, connect_error, rss0, rss1, ended,
+                     _busy(sys1) - _busy(sys0), (bus1 - bus0) if bus0 is not None and bus1 is not None else None)
+    res["server_processes"] = server_procs
+    return res
 
 
 def _busy(t) -> float:
@@ -227,7 +241,7 @@ def _busy(t) -> float:
 
 
 def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s, connect_failed,
-               connect_error, rss0, rss1, ended, machine_busy) -> dict:
+               connect_error, rss0, rss1, ended, machine_busy, bus_cpu=None) -> dict:
     delivered = sum(p["delivered"] for p in parts)
     last = max((p["last_recv_ns"] for p in parts), default=0)
     wall = max(1e-9, (t_stop - t_go) / 1e9)
@@ -243,10 +257,11 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
         warnings.append(
             f"generator saturated: a worker process used {max(worker_util):.0%} of a core; "
             "the figures may measure the load generator, not the server (try --procs)")
-    other = (machine_busy - gen_cpu - (server_cpu or 0.0)) / wall
+    other = (machine_busy - gen_cpu - (server_cpu or 0.0) - (bus_cpu or 0.0)) / wall
     if not sc.idle and machine_busy > 0.9 * cores * wall:
-        warnings.append(f"all {cores} cores were busy (server {(server_cpu or 0) / wall:.2f}, generator "
-                        f"{gen_cpu / wall:.2f}, other processes {max(0.0, other):.2f}): "
+        warnings.append(f"all {cores} cores were busy (server {(server_cpu or 0) / wall:.2f}, "
+                        + (f"bus {bus_cpu / wall:.2f}, " if bus_cpu is not None else "")
+                        + f"generator {gen_cpu / wall:.2f}, other processes {max(0.0, other):.2f}): "
                         "the server was short of CPU, not only of work")
     if not sc.idle and other > 0.25:
         warnings.append(f"other processes used {other:.2f} cores during the run: figures are noisy")
@@ -259,6 +274,7 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
     if ended != "done":
         warnings.append(ended)
     lost = sum(p["lost"] for p in parts)
+    sent = sum(p["sent"] for p in parts)
     res = {
         "scenario": sc.describe(),
         "clients": N,
@@ -274,7 +290,7 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
         "duplicates": sum(p["duplicates"] for p in parts),
         "reordered": sum(p["reordered"] for p in parts),
         "unexpected": sum(p["unexpected"] for p in parts),
-        "sent": sum(p["sent"] for p in parts),
+        "sent": sent,
         "duration_s": duration,
         "deliveries_per_s": delivered / duration if duration > 0 else 0.0,
         "messages_per_s": (delivered / (N - 1) / duration) if (N > 1 and duration > 0) else 0.0,
@@ -294,8 +310,13 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
         "server_cores": (server_cpu / wall) if server_cpu is not None else None,
         "machine_cores_busy": machine_busy / wall,
         # CPU used meanwhile by neither the server nor the generator (other work on the machine)
-        "other_cores_busy": max(0.0, (machine_busy - gen_cpu - (server_cpu or 0.0)) / wall),
+        "other_cores_busy": max(0.0, other),
         "deliveries_per_server_cpu_s": (delivered / server_cpu) if server_cpu else None,
+        # per message sent (one line in, N-1 deliveries out), in microseconds of CPU
+        "server_cpu_us_per_message": (server_cpu / sent * 1e6) if (server_cpu is not None and sent) else None,
+        "bus_cpu_s": bus_cpu,
+        "bus_cores": (bus_cpu / wall) if bus_cpu is not None else None,
+        "bus_cpu_us_per_message": (bus_cpu / sent * 1e6) if (bus_cpu is not None and sent) else None,
         "server_rss_before_kib": (rss0 // 1024) if rss0 is not None else None,
         "server_rss_after_connect_kib": (rss1 // 1024) if rss1 is not None else None,
         "server_rss_per_client_kib": ((rss1 - rss0) / 1024 / N) if (rss0 and rss1 and N and not connect_failed) else None,

@@ -33,13 +33,16 @@ def available(name: str) -> bool:
     return name in SERVER_NAMES
 
 
-def _command(name: str, host: str, port: int, clients: int) -> list[str]:
+def _command(name: str, host: str, port: int, clients: int, workers: int = 0, redis_url: str = "") -> list[str]:
     py = [sys.executable, "-m"]
     if name == "geventchat":
         # --max-clients leaves room above the benchmark's clients
-        return py + ["geventchat.server", "--host", host, "--port", "0", "--quiet", "--no-presence",
-                     "--max-clients", str(max(10_000, clients + 100)),
-                     "--max-per-ip", str(max(10_000, clients + 100))]  # every client is on 127.0.0.1
+        cmd = py + ["geventchat.server", "--host", host, "--port", "0", "--quiet", "--no-presence",
+                    "--max-clients", str(max(10_000, clients + 100)),
+                    "--max-per-ip", str(max(10_000, clients + 100))]  # every client is on 127.0.0.1
+        if workers:
+            cmd += ["--workers", str(workers), "--redis-url", redis_url]
+        return cmd
     if name == "threaded":
         return py + ["bench.baselines.threaded_server", "--host", host, "--port", "0"]
     if name == "asyncio":
@@ -60,10 +63,12 @@ def free_port(host: str) -> int:
 class ServerProcess:
     """A server started by the benchmark; stopped by its PID with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", clients: int = 100) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", clients: int = 100, workers: int = 0, redis_url: str = "") -> None:
         self.name = name
         self.host = host
         self.clients = clients
+        self.workers = workers  # geventchat only: 0 = one process without Redis
+        self.redis_url = redis_url
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.output: list[str] = []
@@ -75,7 +80,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         port = free_port(self.host) if self.name == "ncat" else 0
-        cmd = _command(self.name, self.host, port, self.clients)
+        cmd = _command(self.name, self.host, port, self.clients, self.workers, self.redis_url)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
@@ -142,8 +147,57 @@ def find_listener_pid(host: str, port: int) -> int:
     return 0
 
 
+class RedisProcess:
+    """A redis-server for ``--workers`` runs: a free port on 127.0.0.1, nothing saved to
+    disk, stopped by its PID."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "RedisProcess":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("--workers needs redis-server (on Debian: apt-get install redis-server)")
+        self.port = free_port(self.host)
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
 class ServerMeter:
-    """CPU time and RSS of the server process (psutil), when its PID is known."""
+    """CPU time and RSS of the server (psutil), when its PID is known: the process and
+    every process under it, so that a ``--workers`` server counts all its workers."""
 
     def __init__(self, pid: int) -> None:
         self.proc = None
@@ -153,19 +207,36 @@ class ServerMeter:
             except psutil.Error:
                 self.proc = None
 
+    def _tree(self) -> list:
+        try:
+            return [self.proc] + self.proc.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def processes(self) -> int:
+        return len(self._tree()) if self.proc is not None else 0
+
     def cpu(self) -> float | None:
         if self.proc is None:
             return None
-        try:
-            t = self.proc.cpu_times()
-            return t.user + t.system
-        except psutil.Error:
-            return None
+        total, seen = 0.0, False
+        for proc in self._tree():
+            try:
+                t = proc.cpu_times()
+            except psutil.Error:
+                continue  # ended meanwhile
+            total += t.user + t.system
+            seen = True
+        return total if seen else None
 
     def rss(self) -> int | None:
         if self.proc is None:
             return None
-        try:
-            return self.proc.memory_info().rss
-        except psutil.Error:
-            return None
+        total, seen = 0, False
+        for proc in self._tree():
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+            seen = True
+        return total if seen else None

@@ -51,7 +51,7 @@ class Plan:
     """What one worker does; the same numbers for every worker but its client indices."""
 
     host: str
-    port: int
+    port: int  # the first of ports
     indices: list  # global client indices handled by this worker
     clients: int  # N, all workers
     senders: int  # S: clients 0..S-1 send
@@ -65,6 +65,7 @@ class Plan:
     sample_every: int  # keep every Nth latency sample (1 = all)
     coalesce: float = 0.0  # seconds to wait when lines arrive one per read (0 = never)
     run_limit: float = 3600.0  # seconds after "go" when the worker stops by itself
+    ports: tuple = ()  # several ports (several server processes): client i uses ports[i % len]
 
 
 class Client:
@@ -147,7 +148,8 @@ class Worker:
                 s = socket.socket(socket.AF_INET6 if ":" in plan.host else socket.AF_INET, socket.SOCK_STREAM)
                 s.setblocking(False)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                err = s.connect_ex((plan.host, plan.port))
+                port = plan.ports[c.idx % len(plan.ports)] if plan.ports else plan.port
+                err = s.connect_ex((plan.host, port))
                 if err not in (0, errno.EINPROGRESS):
                     c.dead = os.strerror(err)
                     s.close()

@@ -21,10 +21,13 @@ def start_module(module: str, *args: str) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    line = proc.stdout.readline()
-    match = re.search(r"Server listening on 127\.0\.0\.1:(\d+)", line)
-    assert match, line
-    return proc, int(match.group(1))
+    seen = []
+    for _ in range(10):  # a few lines may come first (with --redis-url, "Redis link up")
+        seen.append(proc.stdout.readline())
+        match = re.search(r"Server listening on 127\.0\.0\.1:(\d+)", seen[-1])
+        if match:
+            return proc, int(match.group(1))
+    raise AssertionError(f"no listening line in {seen}")
 
 
 def recv_lines(sock: socket.socket, count: int, timeout: float = 5.0) -> list[bytes]:
@@ -296,3 +299,61 @@ def test_checker_counts_match_any_interleaving_chunking_loss_and_duplication(dat
     assert w.stats.unexpected == 0
     assert receiver.expected - receiver.got == len(dropped)
     assert res["lost"] >= len(dropped)
+
+
+# ------------------------------------------------------------- several server processes
+
+from redis_fixture import redis_server  # noqa: E402,F401  (fixture)
+
+
+@pytest.mark.timeout(90)
+def test_several_ports_spread_the_clients_over_a_cluster(redis_server, tmp_path):  # noqa: F811
+    if server_under_test() != "geventchat":
+        pytest.skip("needs geventchat's --redis-url")
+    servers = [start_module("geventchat.server", "--quiet", "--redis-url", redis_server.url) for _ in range(2)]
+    try:
+        ports = [port for _, port in servers]
+        out = tmp_path / "cluster.json"
+        proc = run_bench("--port", f"{ports[0]},{ports[1]}", "--clients", "10", "--senders", "4",
+                         "--messages", "25", "--json", str(out))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        import json
+
+        res = json.loads(out.read_text())
+        # each sender's lines crossed to the clients of the other process, exactly once, in order
+        assert res["delivered"] == res["expected"] == 4 * 25 * 9
+        assert res["ports"] == ports
+    finally:
+        for server, _ in servers:
+            server.send_signal(signal.SIGTERM)
+            server.communicate(timeout=10)
+
+
+@pytest.mark.timeout(120)
+def test_workers_runs_one_process_and_a_cluster_side_by_side(redis_server, tmp_path):  # noqa: F811
+    if server_under_test() != "geventchat":
+        pytest.skip("needs geventchat's --workers")
+    out = tmp_path / "workers.json"
+    proc = run_bench("--workers", "0,2", "--clients", "12", "--senders", "3", "--messages", "40",
+                     "--json", str(out), timeout=100)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    res = json.loads(out.read_text())
+    one, two = res["workers"]
+    assert [one["server"], two["server"]] == ["1 process", "--workers 2"]
+    for r in (one, two):
+        assert r["delivered"] == r["expected"] == 3 * 40 * 11
+    # the cluster's CPU is its parent's and both workers', and Redis's is counted apart
+    assert one["server_processes"] == 1 and two["server_processes"] == 3
+    assert one["bus_cpu_s"] is None and two["bus_cpu_s"] is not None  # (a short run: 0 s is possible)
+    assert two["server_cpu_us_per_message"] is not None
+    assert "--workers 2 against the first: deliveries/s x" in proc.stdout
+    assert "cost of the bus" in proc.stdout
+
+
+def test_workers_refuses_a_targeted_server():
+    proc = run_bench("--workers", "2", "--port", "9")
+    assert proc.returncode == 2 and "--workers starts its own servers" in proc.stderr
+    proc = run_bench("--workers", "two")
+    assert proc.returncode == 2 and "comma-separated list of counts" in proc.stderr
