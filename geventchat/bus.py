@@ -57,6 +57,10 @@ _KEY = b"\x1f"  # between a record's kind+key and its line
 # pipelined round trip. Small enough to stay far below Redis's pub/sub output buffer limit.
 MAX_PAYLOAD = 256 * 1024
 
+# Bytes of received messages passed on before the subscriber lets the writers flush them
+# (see _read_messages): as much as one full message.
+YIELD_AFTER = MAX_PAYLOAD
+
 # Heartbeat: the alive key expires after EXPIRY seconds; it is refreshed EXPIRY/3 apart.
 # A killed process's users are shown as quit at most about EXPIRY * 4/3 later.
 DEFAULT_EXPIRY = 10.0
@@ -284,6 +288,7 @@ class RedisBus:
     def _read_messages(self, pubsub) -> None:
         own = self._origin + _REC
         sink = self.sink
+        since_yield = 0  # payload bytes handed to the sink since the flushes last ran
         while True:
             message = pubsub.parse_response(block=True)
             if message is None or message[0] != b"message":
@@ -297,9 +302,15 @@ class RedisBus:
                 head = head.decode()
                 decoded.append((head[0], head[1:], data))
             sink.bus_records(decoded)
-            # Let the flushes this batch queued run before the next (a backlog after a
-            # stall would otherwise pile up in the outboxes, past --max-sendq).
-            gevent.sleep(0)
+            # The flushes these lines queued run when the read below waits for Redis; with
+            # a backlog it never waits, so let them run every YIELD_AFTER bytes (or the
+            # backlog would pile up in the outboxes, past --max-sendq). Not after every
+            # message: each flush round is a send per recipient, and under load many small
+            # messages come in together.
+            since_yield += len(payload)
+            if since_yield >= YIELD_AFTER:
+                since_yield = 0
+                gevent.sleep(0)
 
     # ------------------------------------------------------------ link supervision
 
