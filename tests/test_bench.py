@@ -27,6 +27,8 @@ def start_module(module: str, *args: str) -> tuple[subprocess.Popen, int]:
         match = re.search(r"Server listening on 127\.0\.0\.1:(\d+)", seen[-1])
         if match:
             return proc, int(match.group(1))
+    proc.kill()  # ours, and it never said it listens
+    proc.communicate(timeout=10)
     raise AssertionError(f"no listening line in {seen}")
 
 
@@ -310,8 +312,10 @@ from redis_fixture import redis_server  # noqa: E402,F401  (fixture)
 def test_several_ports_spread_the_clients_over_a_cluster(redis_server, tmp_path):  # noqa: F811
     if server_under_test() != "geventchat":
         pytest.skip("needs geventchat's --redis-url")
-    servers = [start_module("geventchat.server", "--quiet", "--redis-url", redis_server.url) for _ in range(2)]
+    servers = []
     try:
+        for _ in range(2):
+            servers.append(start_module("geventchat.server", "--quiet", "--redis-url", redis_server.url))
         ports = [port for _, port in servers]
         out = tmp_path / "cluster.json"
         proc = run_bench("--port", f"{ports[0]},{ports[1]}", "--clients", "10", "--senders", "4",
