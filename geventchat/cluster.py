@@ -225,13 +225,12 @@ def run_workers(args, serve) -> int:
     """
     import os
     import signal
-    import socket
     import sys
 
     import gevent.event
     import gevent.os
 
-    from .server import LISTEN_BACKLOG, describe_bind_error, describe_peer, lifecycle
+    from .server import describe_bind_error, describe_peer, lifecycle
 
     try:
         probe = RedisBus(args.redis_url)
@@ -240,29 +239,21 @@ def run_workers(args, serve) -> int:
     except BusError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
-    sockets: list[socket.socket] = []
     try:
-        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-        port = args.port
-        if port:
-            # SO_REUSEPORT would let us share a port some other server of ours (same user,
-            # also SO_REUSEPORT) listens on: a plain bind first makes that "in use".
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((args.host, port))
-        for _ in range(args.workers):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((args.host, port))
-            port = sock.getsockname()[1]
-            sock.listen(LISTEN_BACKLOG)
+        sockets = _shared_sockets(args.host, args.port, args.workers)
     except OSError as exc:
-        for sock in sockets:
-            sock.close()
         print(describe_bind_error(args.host, args.port, exc), file=sys.stderr)
         return 1
+    port = sockets[0].getsockname()[1]
+    web_sockets: list = []
+    if args.web_port is not None:  # the browser port too: one socket per worker, shared
+        try:
+            web_sockets = _shared_sockets(args.host, args.web_port, args.workers)
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            print(describe_bind_error(args.host, args.web_port, exc), file=sys.stderr)
+            return 1
 
     stop_requested = gevent.event.Event()
     workers: dict[int, int] = {}  # pid -> index
@@ -280,7 +271,8 @@ def run_workers(args, serve) -> int:
                 if first:
                     os.close(ready_r)
                 # Only the first workers report readiness: the pipe is closed after that.
-                code = _worker(sockets[index], ready_w if first else None, args, serve)
+                code = _worker(sockets[index], web_sockets[index] if web_sockets else None,
+                               ready_w if first else None, args, serve)
             except BaseException:
                 log.exception("Worker %d failed", index + 1)
             finally:
@@ -316,13 +308,48 @@ def run_workers(args, serve) -> int:
         _stop_workers(workers)
         return 1
     lifecycle.info("Server listening on %s", describe_peer((args.host, port)))
+    if web_sockets:
+        scheme = "https" if args.certfile else "http"
+        lifecycle.info("Web client on %s://%s/", scheme, describe_peer((args.host, web_sockets[0].getsockname()[1])))
     while not stop_requested.wait(1.0):  # a timer keeps the loop alive: nothing else here does
         pass
     _stop_workers(workers)
-    for sock in sockets:
+    for sock in sockets + web_sockets:
         sock.close()
     lifecycle.info("Server stopped")
     return 0
+
+
+def _shared_sockets(host: str, port: int, count: int) -> list:
+    """``count`` listening sockets on one address (SO_REUSEPORT): the kernel spreads the
+    connections over them, one per worker. Port 0: the first gets a free port, the others
+    the same. Raises OSError (the sockets made so far closed) if the address is unusable."""
+    import socket
+
+    from .server import LISTEN_BACKLOG
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if port:
+        # SO_REUSEPORT would let us share a port some other server of ours (same user,
+        # also SO_REUSEPORT) listens on: a plain bind first makes that "in use".
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]
+            sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def _stop_workers(workers: dict[int, int], timeout: float = 10.0) -> None:
@@ -358,13 +385,15 @@ def _die_with_parent() -> None:
 
 
 class _WorkerConsole(logging.Filter):
-    """A worker's console: the parent alone says ``Server listening`` and ``Server stopped``."""
+    """A worker's console: the parent alone says ``Server listening``, ``Web client on``
+    and ``Server stopped``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.msg == "Server stopped" or str(record.msg).startswith("Server listening on"))
+        msg = str(record.msg)
+        return not (msg == "Server stopped" or msg.startswith(("Server listening on", "Web client on")))
 
 
-def _worker(sock, ready_w: int | None, args, serve) -> int:
+def _worker(sock, web_sock, ready_w: int | None, args, serve) -> int:
     import os
 
     from gevent import socket as gsocket
@@ -373,10 +402,13 @@ def _worker(sock, ready_w: int | None, args, serve) -> int:
     for handler in logging.getLogger("geventchat").handlers:
         handler.addFilter(_WorkerConsole())
     listener = gsocket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+    web_listener = None
+    if web_sock is not None:
+        web_listener = gsocket.socket(web_sock.family, web_sock.type, fileno=os.dup(web_sock.fileno()))
 
     def ready() -> None:
         if ready_w is not None:
             os.write(ready_w, b"1")
             os.close(ready_w)
 
-    return serve(args, listener, ready=ready)
+    return serve(args, listener, ready=ready, web_listener=web_listener)

@@ -322,9 +322,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if args.web_port is not None:
-        if args.workers is not None and args.workers > 1:
-            print("Error: --web-port does not work with --workers yet (run the web port on a server of its own)", file=sys.stderr)
-            return 2
         from .web import parse_origins
 
         try:
@@ -345,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     return serve(args)
 
 
-def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready=None) -> int:
-    """Run one server process until SIGINT or SIGTERM; the exit status. ``listener``: a
-    listening socket to serve (a --workers worker's); ``ready()`` is called once it accepts."""
+def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready=None,
+          web_listener: socket.socket | None = None) -> int:
+    """Run one server process until SIGINT or SIGTERM; the exit status. ``listener`` and
+    ``web_listener``: listening sockets to serve (a --workers worker's, for the chat and
+    the --web-port); ``ready()`` is called once it accepts."""
     settings = settings_from(args)
     tls_context = None
     if args.certfile:
@@ -390,7 +389,7 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
     if args.web_port is not None:
         from .web import WebServer, parse_origins
 
-        web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins))
+        web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins), listener=web_listener)
         try:
             web.start()
         except OSError as exc:

@@ -539,7 +539,7 @@ class _HttpGone(Exception):
 class WebServer:
     """The ``--web-port`` listener, serving for a ``ChatServer``."""
 
-    def __init__(self, chat, host: str, port: int, origins: frozenset[str] = frozenset()) -> None:
+    def __init__(self, chat, host: str, port: int, origins: frozenset[str] = frozenset(), listener=None) -> None:
         self.chat = chat  # the ChatServer: its hub, settings, connections and handlers
         self.origins = origins
         # With --certfile/--keyfile the chat port speaks TLS, and so does this one: the
@@ -550,7 +550,9 @@ class WebServer:
         self._http_phase: set[gevent.Greenlet] = set()
         # Handlers run in the chat server's group, so its stop waits for WebSocket
         # clients exactly as for TCP clients.
-        self._listener = StreamServer((host, port), self._handle, spawn=chat._handlers.spawn, backlog=1024)
+        # ``listener``: a listening socket made elsewhere (a --workers worker's share).
+        self._listener = StreamServer(listener if listener is not None else (host, port), self._handle,
+                                      spawn=chat._handlers.spawn, backlog=None if listener is not None else 1024)
 
     @property
     def address(self) -> tuple[str, int]:

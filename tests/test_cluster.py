@@ -331,6 +331,42 @@ def test_workers_share_one_port_and_chat_as_one_room(start_server, redis_server,
     assert members_per_process(redis_server) == []  # the workers left the cluster cleanly
 
 
+def test_workers_serve_the_web_port_too(start_server, redis_server, clients):  # noqa: F811
+    from web_helpers import WsClient, web_port
+
+    server = start_server("--workers", "2", "--redis-url", redis_server.url, "--no-presence", "--web-port", "0")
+    port = web_port(server)
+    assert sum("Web client on" in line for line in server.stdout_lines()) == 1  # the parent's line only
+    browsers = []
+    try:
+        while len(browsers) < 4 or len(members_per_process(redis_server)) < 2:
+            assert len(browsers) < 40, "every web connection went to one worker"
+            browsers.append(WsClient(port))
+        terminal = clients(server)
+        terminal.send("hello browsers")
+        for browser in browsers:
+            browser.expect(f"{terminal.nick}: hello browsers")
+        browsers[0].send("hello from a page")
+        terminal.expect(f"{browsers[0].nick}: hello from a page")
+        for other in browsers[1:]:
+            other.expect(f"{browsers[0].nick}: hello from a page")
+    finally:
+        for browser in browsers:
+            browser.sock.close()
+    assert server.stop() == 0
+    assert server.stderr_lines() == []
+
+
+def test_workers_with_a_web_port_in_use_is_one_line(redis_server):  # noqa: F811
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_server_command("--workers", "2", "--redis-url", redis_server.url, "--port", "0", "--web-port", str(port))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: port {port} is already in use"]
+
+
 def test_workers_with_metrics_port_is_refused_in_one_line():
     result = run_server_command("--workers", "2", "--redis-url", "redis://127.0.0.1:1/0", "--metrics-port", "0", "--port", "0")
     assert result.returncode == 2

@@ -171,14 +171,6 @@ def test_an_idle_http_connection_does_not_delay_the_stop(web_server):
         idle.close()
 
 
-def test_web_port_with_workers_is_refused_in_one_line():
-    from conftest import run_server_command
-
-    done = run_server_command("--port", "0", "--web-port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:1/0")
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["Error: --web-port does not work with --workers yet (run the web port on a server of its own)"]
-
-
 def test_bad_web_origins_is_a_usage_error():
     from conftest import run_server_command
 
