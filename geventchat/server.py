@@ -61,7 +61,7 @@ class ChatServer:
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
         self._listener = StreamServer(listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG)
         self._stopping = False
-        self._per_address = AddressCounts(self.settings.max_per_ip)
+        self.per_address = AddressCounts(self.settings.max_per_ip)  # --max-per-ip, for every port
         self.stats = self.hub.stats
         self._sweeper = Sweeper(
             lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout, on_timeout=self.stats.timed_out
@@ -85,6 +85,15 @@ class ChatServer:
         self._metrics = MetricsServer(host, port, collector)
         self._metrics.start()
         return self._metrics.address[:2]
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() began: new connections (on any port) are turned away."""
+        return self._stopping
+
+    def spawn_handler(self, func, *args):
+        """Run a connection's handler in this server's group: stop() waits for it."""
+        return self._handlers.spawn(func, *args)
 
     def start(self) -> None:
         """Bind and start accepting; raises OSError when the address cannot be used."""
@@ -117,7 +126,7 @@ class ChatServer:
         if len(self.connections) >= self.settings.max_clients:
             self._refuse(sock, address, protocol.SERVER_FULL, "server full")
             return
-        if not self._per_address.acquire(address[0]):
+        if not self.per_address.acquire(address[0]):
             self._refuse(sock, address, protocol.TOO_MANY_FROM_ADDRESS, "too many connections from this address")
             return
         _tune(sock)
@@ -125,10 +134,10 @@ class ChatServer:
             try:
                 sock = self._handshake(sock, address)
             except BaseException:  # a stop killed the handshake
-                self._per_address.release(address[0])
+                self.per_address.release(address[0])
                 raise
             if sock is None:
-                self._per_address.release(address[0])
+                self.per_address.release(address[0])
                 return
         else:
             # The StreamServer closes the socket it handed us when this handler returns,
@@ -150,7 +159,7 @@ class ChatServer:
         """A connection has ended (called once by it, from whichever greenlet ended it)."""
         if connection in self.connections:
             self.connections.discard(connection)
-            self._per_address.release(connection.address[0])
+            self.per_address.release(connection.address[0])
 
     def _handshake(self, sock: socket.socket, address: tuple) -> socket.socket | None:
         """TLS handshake in this handler greenlet, bounded; one console line if it fails."""

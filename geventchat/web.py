@@ -540,11 +540,11 @@ class WebServer:
     """The ``--web-port`` listener, serving for a ``ChatServer``."""
 
     def __init__(self, chat, host: str, port: int, origins: frozenset[str] = frozenset(), listener=None) -> None:
-        self.chat = chat  # the ChatServer: its hub, settings, connections and handlers
+        self.chat = chat  # the ChatServer: its hub, settings, connections, limits and handler group
         self.origins = origins
         # With --certfile/--keyfile the chat port speaks TLS, and so does this one: the
         # page is served over https and the socket is wss.
-        self.tls_context = getattr(chat, "tls_context", None)
+        self.tls_context = chat.tls_context
         self.scheme = "https" if self.tls_context is not None else "http"
         self.files = load_static()
         self._http_phase: set[gevent.Greenlet] = set()
@@ -552,7 +552,7 @@ class WebServer:
         # clients exactly as for TCP clients.
         # ``listener``: a listening socket made elsewhere (a --workers worker's share).
         self._listener = StreamServer(listener if listener is not None else (host, port), self._handle,
-                                      spawn=chat._handlers.spawn, backlog=None if listener is not None else 1024)
+                                      spawn=chat.spawn_handler, backlog=None if listener is not None else 1024)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -578,7 +578,7 @@ class WebServer:
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         peer = describe_peer(address)
         chat = self.chat
-        if chat._stopping:
+        if chat.stopping:
             sock.close()
             return
         try:
@@ -608,22 +608,20 @@ class WebServer:
         if upgrade is None:
             sock.close()
             return
-        if chat._stopping:
+        if chat.stopping:
             self._refuse(sock, upgrade, protocol.SHUTTING_DOWN, "server stopping", CLOSE_GOING_AWAY)
             return
         if len(chat.connections) >= chat.settings.max_clients:
             log.info("Refused connection from %s (server full)", peer)
             self._refuse(sock, upgrade, protocol.SERVER_FULL, "server full", CLOSE_TRY_AGAIN_LATER)
             return
-        per_address = getattr(chat, "_per_address", None)  # --max-per-ip, shared with TCP
-        if per_address is not None and not per_address.acquire(address[0]):
+        per_address = chat.per_address  # --max-per-ip, shared with TCP
+        if not per_address.acquire(address[0]):
             log.info("Refused connection from %s (too many connections from this address)", peer)
             self._refuse(sock, upgrade, protocol.TOO_MANY_FROM_ADDRESS, "too many connections", CLOSE_TRY_AGAIN_LATER)
             return
         try:
-            stats = getattr(chat, "stats", None)
-            if stats is not None:
-                stats.connections_accepted += 1
+            chat.stats.connections_accepted += 1
             connection = WebSocketConnection(sock, address, chat.hub, chat.settings, upgrade.ws, upgrade.trailing)
             chat.connections.add(connection)
             try:
@@ -634,8 +632,7 @@ class WebServer:
             finally:
                 chat.connections.discard(connection)
         finally:
-            if per_address is not None:
-                per_address.release(address[0])
+            per_address.release(address[0])
 
     def _serve_http(self, sock: socket.socket, peer: str) -> Upgrade | None:
         """Answer HTTP requests until the connection closes or becomes a WebSocket."""
