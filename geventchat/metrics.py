@@ -102,15 +102,22 @@ class StatsCollector:
 
 
 class MetricsServer:
-    """``GET /metrics`` in Prometheus text format, served in this process's gevent loop."""
+    """``GET /metrics`` in Prometheus text format, served in this process's gevent loop.
 
-    def __init__(self, host: str, port: int, collector: StatsCollector) -> None:
+    ``listener``: ``(host, port)`` to bind, or a listening socket (a ``--workers`` worker's
+    unix socket). ``process_metrics``: add prometheus-client's ``process_*`` figures of this
+    process. ``spawn``: what runs each request (gevent's default, or a group's ``spawn``);
+    ``handler_class``: pywsgi's request handler (default: its own).
+    """
+
+    def __init__(self, listener, collector, *, process_metrics: bool = True, spawn="default", handler_class=None) -> None:
         from gevent.pywsgi import WSGIServer
         from prometheus_client import CollectorRegistry, ProcessCollector, make_wsgi_app
 
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
-        ProcessCollector(registry=self.registry)  # resident memory, CPU, open fds
+        if process_metrics:
+            ProcessCollector(registry=self.registry)  # resident memory, CPU, open fds
         metrics_app = make_wsgi_app(self.registry)
 
         def app(environ, start_response):
@@ -119,7 +126,7 @@ class MetricsServer:
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"Not found: the metrics are at /metrics\n"]
 
-        self._server = WSGIServer((host, port), app, log=None, error_log=None)
+        self._server = WSGIServer(listener, app, log=None, error_log=None, spawn=spawn, handler_class=handler_class)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -131,3 +138,7 @@ class MetricsServer:
 
     def stop(self) -> None:
         self._server.stop(timeout=1)
+
+    def close(self) -> None:
+        """Stop accepting at once (requests being served are left alone)."""
+        self._server.close()

@@ -74,17 +74,19 @@ class ChatServer:
         """The address actually bound (the real port when asked for port 0)."""
         return self._listener.address
 
-    def start_metrics(self, host: str, port: int) -> tuple[str, int]:
-        """Serve Prometheus text at http://HOST:PORT/metrics; returns the bound address.
-
-        Raises OSError when the address cannot be used.
-        """
+    def start_metrics(self, listener) -> None:
+        """Serve Prometheus text at /metrics on ``listener``: ``(host, port)`` to bind, or a
+        listening socket. Raises OSError when the address cannot be used."""
         from .metrics import MetricsServer, StatsCollector  # prometheus-client only when asked
 
         collector = StatsCollector(self.stats, self.hub, lambda: len(self.connections))
-        self._metrics = MetricsServer(host, port, collector)
+        self._metrics = MetricsServer(listener, collector)
         self._metrics.start()
-        return self._metrics.address[:2]
+
+    @property
+    def metrics_address(self) -> tuple[str, int]:
+        """The address of the metrics page (the real port when asked for port 0)."""
+        return self._metrics.address[:2]  # type: ignore[union-attr]
 
     @property
     def stopping(self) -> bool:
@@ -312,6 +314,10 @@ def describe_bind_error(host: str, port: int, exc: OSError) -> str:
     return f"Error: cannot listen on {where}: {exc.strerror or exc}"
 
 
+def describe_metrics_bind_error(host: str, port: int, exc: OSError) -> str:
+    return describe_bind_error(host, port, exc).replace("cannot listen", "cannot serve metrics", 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg == "--redis-url" or arg.startswith("--redis-url=") for arg in argv):
@@ -352,10 +358,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready=None,
-          web_listener: socket.socket | None = None) -> int:
+          web_listener: socket.socket | None = None, metrics_listener: socket.socket | None = None) -> int:
     """Run one server process until SIGINT or SIGTERM; the exit status. ``listener`` and
     ``web_listener``: listening sockets to serve (a --workers worker's, for the chat and
-    the --web-port); ``ready()`` is called once it accepts."""
+    the --web-port); ``ready()`` is called once it accepts. ``metrics_listener``: where a
+    --workers worker serves its metrics for the parent, which alone serves --metrics-port
+    (workermetrics.py)."""
     settings = settings_from(args)
     tls_context = None
     if args.certfile:
@@ -374,15 +382,17 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
             print(f"Error: {exc}", file=sys.stderr)
             return 1
     server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener, tls_context=tls_context)
-    if args.metrics_port is not None:
+    if metrics_listener is not None:
+        server.start_metrics(metrics_listener)  # already listening: nothing to bind, no line
+    elif args.metrics_port is not None:
         try:
-            metrics_host, metrics_port = server.start_metrics(args.host, args.metrics_port)
+            server.start_metrics((args.host, args.metrics_port))
         except OSError as exc:
-            print(describe_bind_error(args.host, args.metrics_port, exc).replace("cannot listen", "cannot serve metrics"), file=sys.stderr)
+            print(describe_metrics_bind_error(args.host, args.metrics_port, exc), file=sys.stderr)
             if hub is not None:
                 hub.close()  # type: ignore[attr-defined]
             return 1
-        lifecycle.info("Metrics at http://%s/metrics", describe_peer((metrics_host, metrics_port)))
+        lifecycle.info("Metrics at http://%s/metrics", describe_peer(server.metrics_address))
     # Handlers first: a script may signal as soon as it reads the listening line.
     stop_requested = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
