@@ -230,7 +230,7 @@ def run_workers(args, serve) -> int:
     import gevent.event
     import gevent.os
 
-    from .server import describe_bind_error, describe_peer, lifecycle
+    from .server import describe_bind_error, describe_metrics_bind_error, describe_peer, lifecycle
 
     try:
         probe = RedisBus(args.redis_url)
@@ -254,6 +254,18 @@ def run_workers(args, serve) -> int:
                 sock.close()
             print(describe_bind_error(args.host, args.web_port, exc), file=sys.stderr)
             return 1
+    metrics = None  # --metrics-port: the parent's page, covering every worker
+    if args.metrics_port is not None:
+        from .workermetrics import WorkerMetrics
+
+        try:
+            metrics = WorkerMetrics(args.host, args.metrics_port, args.workers)
+        except OSError as exc:
+            for sock in sockets + web_sockets:
+                sock.close()
+            print(describe_metrics_bind_error(args.host, args.metrics_port, exc), file=sys.stderr)
+            return 1
+        lifecycle.info("Metrics at http://%s/metrics", describe_peer(metrics.address))
 
     stop_requested = gevent.event.Event()
     workers: dict[int, int] = {}  # pid -> index
@@ -271,8 +283,9 @@ def run_workers(args, serve) -> int:
                 if first:
                     os.close(ready_r)
                 # Only the first workers report readiness: the pipe is closed after that.
+                metrics_listener = metrics.in_worker(index) if metrics is not None else None
                 code = _worker(sockets[index], web_sockets[index] if web_sockets else None,
-                               ready_w if first else None, args, serve)
+                               ready_w if first else None, args, serve, metrics_listener)
             except BaseException:
                 log.exception("Worker %d failed", index + 1)
             finally:
@@ -306,6 +319,8 @@ def run_workers(args, serve) -> int:
         print(f"Error: {args.workers - ready} worker(s) did not start", file=sys.stderr)
         stop_requested.set()
         _stop_workers(workers)
+        if metrics is not None:
+            metrics.close()
         return 1
     lifecycle.info("Server listening on %s", describe_peer((args.host, port)))
     if web_sockets:
@@ -314,6 +329,8 @@ def run_workers(args, serve) -> int:
     while not stop_requested.wait(1.0):  # a timer keeps the loop alive: nothing else here does
         pass
     _stop_workers(workers)
+    if metrics is not None:
+        metrics.close()
     for sock in sockets + web_sockets:
         sock.close()
     lifecycle.info("Server stopped")
@@ -393,7 +410,7 @@ class _WorkerConsole(logging.Filter):
         return not (msg == "Server stopped" or msg.startswith(("Server listening on", "Web client on")))
 
 
-def _worker(sock, web_sock, ready_w: int | None, args, serve) -> int:
+def _worker(sock, web_sock, ready_w: int | None, args, serve, metrics_listener=None) -> int:
     import os
 
     from gevent import socket as gsocket
@@ -411,4 +428,4 @@ def _worker(sock, web_sock, ready_w: int | None, args, serve) -> int:
             os.write(ready_w, b"1")
             os.close(ready_w)
 
-    return serve(args, listener, ready=ready, web_listener=web_listener)
+    return serve(args, listener, ready=ready, web_listener=web_listener, metrics_listener=metrics_listener)

@@ -331,9 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and not args.redis_url:
         print("Error: --workers needs --redis-url (the worker processes share one chat through Redis)", file=sys.stderr)
         return 2
-    if args.metrics_port is not None and args.workers is not None and args.workers > 1:
-        print("Error: --metrics-port does not work with --workers yet (each worker would need a port of its own)", file=sys.stderr)
-        return 2
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if args.web_port is not None:

@@ -367,12 +367,6 @@ def test_workers_with_a_web_port_in_use_is_one_line(redis_server):  # noqa: F811
     assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{port}: port {port} is already in use"]
 
 
-def test_workers_with_metrics_port_is_refused_in_one_line():
-    result = run_server_command("--workers", "2", "--redis-url", "redis://127.0.0.1:1/0", "--metrics-port", "0", "--port", "0")
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["Error: --metrics-port does not work with --workers yet (each worker would need a port of its own)"]
-
-
 def test_a_subscriber_cut_off_for_falling_behind_reconnects(start_server, redis_server, clients):  # noqa: F811
     # Redis disconnects a subscriber whose pending output passes the pub/sub limit; a
     # stopped process cannot read, so it falls behind while the other one talks.

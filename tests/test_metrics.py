@@ -1,4 +1,5 @@
-"""Metrics (contract section 7): --metrics-port serves Prometheus text at /metrics.
+"""Metrics (contract section 7): --metrics-port serves Prometheus text at /metrics
+(--workers: tests/test_metrics_workers.py).
 
 A real server process; the endpoint is read over HTTP (urllib) and parsed with
 prometheus-client's own text parser, and the counters must move as messages flow.
@@ -184,13 +185,6 @@ def test_stats_command_names_rooms_and_counts(server, clients):
     a.send("/stats")
     lines = a.sync()
     assert lines[-3:] == ["*** 2 connected in 2 rooms", "*** #dev (1)", "*** lobby (1)"], lines
-
-
-def test_metrics_port_not_with_workers():
-    result = run_server_command("--host", HOST, "--port", "0", "--metrics-port", "0", "--workers", "2", "--redis-url", "redis://127.0.0.1:1/0")
-    assert result.returncode == 2
-    err = result.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("Error: --metrics-port") and "--workers" in err[0], err
 
 
 def test_idle_timeouts_are_counted(start_server, clients):
