@@ -400,7 +400,16 @@ class Connection:
             return sock.recv(limits.RECV_SIZE)
         # Other transports (TLS) may hold decrypted input the descriptor does not show:
         # read first, then yield to the loop.
-        data = sock.recv(limits.RECV_SIZE)
+        try:
+            data = sock.recv(limits.RECV_SIZE)
+        except ValueError:
+            # gevent's SSLSocket raises this ("Read on closed or unwrapped SSL socket"), not
+            # an OSError, when another greenlet closed it (drop(): the sweeper, a send queue
+            # drop, the writer meeting a reset) in the loop turn that woke this one for
+            # input. For us it is the same end as a plain socket's EBADF.
+            if not self._closed:
+                raise
+            return b""
         gevent.sleep(0)
         return data
 

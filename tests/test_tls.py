@@ -7,6 +7,7 @@ system. Real server and client processes on 127.0.0.1; every wait is bounded.
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import signal
 import socket
@@ -265,6 +266,55 @@ def test_handshake_times_out_and_never_raises(pki):
     assert sock is None and reason
     theirs.close()
     gevent.sleep(0)
+
+
+@pytest.mark.parametrize("drop_first", [False, True])
+def test_tls_connection_dropped_as_its_input_arrives_ends_cleanly(pki, caplog, drop_first):
+    """A drop (line timeout, send queue, a reset seen by the writer) that closes a TLS
+    socket in the loop turn that wakes its reader for input: gevent's SSLSocket then says
+    ValueError, not OSError. The connection must end as a plain one does: one
+    "disconnected" line, out of the hub, no traceback (the TLS soak found this)."""
+    from gevent import socket as gsocket
+    from gevent import ssl as gssl
+
+    from geventchat import tls
+    from geventchat.config import Settings
+    from geventchat.connection import Connection
+    from geventchat.hub import Hub
+
+    caplog.set_level(logging.INFO, logger="geventchat")
+    server_context = tls.server_context(str(pki / "cert.pem"), str(pki / "key.pem"))
+    client_context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
+    client_context.load_verify_locations(cafile=str(pki / "ca.pem"))
+    ours, theirs = gsocket.socketpair()
+    client = client_context.wrap_socket(theirs, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+    client_handshake = gevent.spawn(client.do_handshake)
+    sock, reason = tls.handshake(ours, server_context, 5)
+    assert sock is not None, reason
+    client_handshake.get(timeout=5)
+    hub = Hub()
+    connection = Connection(sock, ("127.0.0.1", 40000), hub, Settings())
+    reader = gevent.spawn(connection.serve)
+    try:
+        gevent.sleep(0.1)  # the reader waits for input
+        assert hub.room_counts() == [("lobby", 1)]
+        # Both in the next loop turn: the input wakes the reader, the timer drops it.
+        if drop_first:
+            gevent.spawn_later(0, connection.drop, "line timeout")
+            client.sendall(b"hello\n")
+        else:
+            client.sendall(b"hello\n")
+            gevent.spawn_later(0, connection.drop, "line timeout")
+        reader.join(timeout=5)
+        assert reader.dead
+        assert reader.exception is None, repr(reader.exception)
+        assert hub.room_counts() == []
+        assert [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()] == [
+            "Client 127.0.0.1:40000 disconnected (line timeout)"
+        ]
+    finally:
+        reader.kill()
+        client.close()
 
 
 # ------------------------------------------------------------------- terminal mode
