@@ -41,6 +41,15 @@ class _Stop(Exception):
     """Thrown into a reader greenlet to make it finish: the server is stopping."""
 
 
+# What gevent's SSLSocket raises, instead of an OSError, when another greenlet closed it
+# (drop(): the sweeper, a send queue drop, the writer meeting a reset) in the loop turn
+# that wakes a greenlet waiting on it for input or for room to write: ValueError ("Read on
+# closed or unwrapped SSL socket") from a read, AttributeError (its _sslobj is then None)
+# from a send. Once _closed says that we closed it, that is the same end as a plain
+# socket's EBADF; otherwise it is a bug and stays an error.
+_CLOSED_TLS = (ValueError, AttributeError)
+
+
 def describe_peer(address: tuple) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -220,6 +229,9 @@ class Connection:
         except OSError:
             if not self._closed:
                 self._close_now()
+        except _CLOSED_TLS:
+            if not self._closed:
+                raise  # not a close of ours: a bug
         finally:
             self._writer = None
             self._flush_scheduled = False
@@ -239,6 +251,9 @@ class Connection:
                             break
                 except (OSError, _Stop):
                     pass  # gone already, or a stop that raced with this close: close anyway
+                except _CLOSED_TLS:
+                    if not self._closed:
+                        raise  # not a close of ours (drop() meanwhile): a bug
         self._closed = True
         self._outbox.clear()
         self.sock.close()
@@ -402,14 +417,10 @@ class Connection:
         # read first, then yield to the loop.
         try:
             data = sock.recv(limits.RECV_SIZE)
-        except ValueError:
-            # gevent's SSLSocket raises this ("Read on closed or unwrapped SSL socket"), not
-            # an OSError, when another greenlet closed it (drop(): the sweeper, a send queue
-            # drop, the writer meeting a reset) in the loop turn that woke this one for
-            # input. For us it is the same end as a plain socket's EBADF.
+        except _CLOSED_TLS:
             if not self._closed:
                 raise
-            return b""
+            return b""  # closed by drop() as this greenlet was woken: see _CLOSED_TLS
         gevent.sleep(0)
         return data
 

@@ -268,12 +268,9 @@ def test_handshake_times_out_and_never_raises(pki):
     gevent.sleep(0)
 
 
-@pytest.mark.parametrize("drop_first", [False, True])
-def test_tls_connection_dropped_as_its_input_arrives_ends_cleanly(pki, caplog, drop_first):
-    """A drop (line timeout, send queue, a reset seen by the writer) that closes a TLS
-    socket in the loop turn that wakes its reader for input: gevent's SSLSocket then says
-    ValueError, not OSError. The connection must end as a plain one does: one
-    "disconnected" line, out of the hub, no traceback (the TLS soak found this)."""
+def tls_connection(pki, buffers: int | None = None):
+    """A server-side Connection over TLS on a socket pair, serving in a greenlet, and its
+    client's TLS socket (gevent's own, in this process): (connection, client, hub, reader)."""
     from gevent import socket as gsocket
     from gevent import ssl as gssl
 
@@ -282,11 +279,13 @@ def test_tls_connection_dropped_as_its_input_arrives_ends_cleanly(pki, caplog, d
     from geventchat.connection import Connection
     from geventchat.hub import Hub
 
-    caplog.set_level(logging.INFO, logger="geventchat")
     server_context = tls.server_context(str(pki / "cert.pem"), str(pki / "key.pem"))
     client_context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
     client_context.load_verify_locations(cafile=str(pki / "ca.pem"))
     ours, theirs = gsocket.socketpair()
+    if buffers:
+        ours.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_SNDBUF, buffers)
+        theirs.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, buffers)
     client = client_context.wrap_socket(theirs, server_hostname="127.0.0.1", do_handshake_on_connect=False)
     client_handshake = gevent.spawn(client.do_handshake)
     sock, reason = tls.handshake(ours, server_context, 5)
@@ -295,9 +294,24 @@ def test_tls_connection_dropped_as_its_input_arrives_ends_cleanly(pki, caplog, d
     hub = Hub()
     connection = Connection(sock, ("127.0.0.1", 40000), hub, Settings())
     reader = gevent.spawn(connection.serve)
+    gevent.sleep(0.1)  # the reader waits for input
+    assert hub.room_counts() == [("lobby", 1)]
+    return connection, client, hub, reader
+
+
+def disconnect_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()]
+
+
+@pytest.mark.parametrize("drop_first", [False, True])
+def test_tls_reader_woken_as_its_connection_is_dropped_ends_cleanly(pki, caplog, drop_first):
+    """A drop (line timeout, send queue, a reset seen by the writer) that closes a TLS
+    socket in the loop turn that wakes its reader for input: gevent's SSLSocket then raises
+    ValueError, not OSError. The connection must end as a plain one does: one
+    "disconnected" line, out of the hub, no traceback (the TLS soak found this)."""
+    caplog.set_level(logging.INFO, logger="geventchat")
+    connection, client, hub, reader = tls_connection(pki)
     try:
-        gevent.sleep(0.1)  # the reader waits for input
-        assert hub.room_counts() == [("lobby", 1)]
         # Both in the next loop turn: the input wakes the reader, the timer drops it.
         if drop_first:
             gevent.spawn_later(0, connection.drop, "line timeout")
@@ -309,10 +323,50 @@ def test_tls_connection_dropped_as_its_input_arrives_ends_cleanly(pki, caplog, d
         assert reader.dead
         assert reader.exception is None, repr(reader.exception)
         assert hub.room_counts() == []
-        assert [r.getMessage() for r in caplog.records if "disconnected" in r.getMessage()] == [
-            "Client 127.0.0.1:40000 disconnected (line timeout)"
-        ]
+        assert disconnect_lines(caplog) == ["Client 127.0.0.1:40000 disconnected (line timeout)"]
     finally:
+        reader.kill()
+        client.close()
+
+
+def test_tls_writer_woken_as_its_connection_is_dropped_ends_cleanly(pki, caplog):
+    """The writer's side of the same: a lagging TLS client (the writer greenlet waits for
+    room) dropped in the loop turn that gives the writer room: gevent's SSLSocket.send then
+    raises AttributeError. The writer ends quietly, the connection as a plain one does."""
+    caplog.set_level(logging.INFO, logger="geventchat")
+    connection, client, hub, reader = tls_connection(pki, buffers=4096)
+    watcher = gevent.get_hub().loop.io(connection.sock.fileno(), 2)  # 2: writable
+    try:
+        for _ in range(800):
+            connection.deliver(b"x" * 1000 + b"\n")
+        gevent.sleep(0.2)
+        writer = connection._writer
+        assert writer is not None, "the writer should be waiting for room"
+        # The drop runs first in the loop turn that wakes the writer: a watcher of higher
+        # priority on the same descriptor.
+        watcher.priority = 1
+
+        def drop() -> None:
+            watcher.stop()
+            connection.drop("send queue exceeded")
+
+        watcher.start(drop)
+        client.settimeout(2)
+        for _ in range(1000):  # read: room for the writer, in the turn of the drop
+            try:
+                if not client.recv(65536):
+                    break
+            except OSError:
+                break
+        writer.join(timeout=5)
+        reader.join(timeout=5)
+        assert writer.dead and reader.dead
+        assert writer.exception is None, repr(writer.exception)
+        assert reader.exception is None, repr(reader.exception)
+        assert hub.room_counts() == []
+        assert disconnect_lines(caplog) == ["Client 127.0.0.1:40000 disconnected (send queue exceeded)"]
+    finally:
+        watcher.close()
         reader.kill()
         client.close()
 
