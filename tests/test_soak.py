@@ -14,9 +14,20 @@ At the end every well-behaved client must have received every line of every othe
 member of its room exactly once, in order and intact; the server's memory must be back
 near where it started; and it must still accept new clients. The figures are printed.
 
-Length: GEVENTCHAT_SOAK_SECONDS (default 40 s of chat, about a minute in all); everything
-is bounded in count and in time. Only loopback; only the server this test started is
-ever signalled.
+The test runs twice: ``plain`` (plain TCP) and ``tls`` (contract section 7). In the TLS
+run the server has --certfile/--keyfile (a trustme CA made at test time and a certificate
+for 127.0.0.1), every client, well-behaved or not, speaks TLS through ``gevent.ssl`` (still
+no monkey patching), and the injector adds TLS faults: plain text sent to the TLS port, a
+handshake abandoned midway (a cut ClientHello or a few random bytes, then vanish or go
+silent until the server's handshake timeout cuts it), and a TLS client that resets the
+connection in the middle of a line and of a TLS record. Its extra checks: every bad
+handshake is closed and logged in exactly one console line, and counted in
+geventchat_tls_handshake_failures_total. The TLS differences are the ``tls_*`` functions.
+
+Length: GEVENTCHAT_SOAK_SECONDS (default 40 s of chat, about a minute in all) for the
+plain run, GEVENTCHAT_SOAK_TLS_SECONDS (default 20 s) for the TLS run; everything is
+bounded in count and in time. Only loopback; only the server this test started is ever
+signalled.
 """
 
 from __future__ import annotations
@@ -35,11 +46,15 @@ import gevent.event
 import gevent.pool
 import psutil
 import pytest
+import trustme
 from gevent import socket as gsocket
+from gevent import ssl as gssl
 
 from conftest import HOST
+from geventchat.limits import TLS_HANDSHAKE_TIMEOUT
 
 SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_SECONDS", "40"))
+TLS_SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_TLS_SECONDS", "20"))
 WELL_BEHAVED = int(os.environ.get("GEVENTCHAT_SOAK_CLIENTS", "200"))
 ROOMS = 4
 SEND_EVERY = (0.4, 1.6)  # seconds between a well-behaved client's lines (uniform)
@@ -47,10 +62,12 @@ FAULTS_AT_ONCE = 40  # fault clients alive at the same time, at most
 LINE_TIMEOUT = 3  # the server's --line-timeout for this run: slow lines are cut in the run
 SEED = int(os.environ.get("GEVENTCHAT_SOAK_SEED", "20261125"))
 
-pytestmark = pytest.mark.timeout(int(SOAK_SECONDS) + 180)
-
 CHAT_RE = re.compile(rb"^(wb\d+): (\d+) (.*)$")
 METRICS_RE = re.compile(r"Metrics at http://127\.0\.0\.1:(\d+)/metrics$")
+HANDSHAKE_FAILED_RE = re.compile(r"TLS handshake failed from 127\.0\.0\.1:(\d+) \((.+)\)$")
+# What a read on a socket that was closed meanwhile may raise: gevent's SSLSocket says
+# ValueError ("Read on closed or unwrapped SSL socket") where a plain socket says OSError.
+CLOSED = (OSError, ValueError)
 
 
 def payload(nick: str, seq: int) -> str:
@@ -59,8 +76,9 @@ def payload(nick: str, seq: int) -> str:
 
 
 class Soak:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: gssl.SSLContext | None = None) -> None:
         self.port = port
+        self.tls = tls  # the clients' context in the TLS run (trusts the test's CA)
         self.rng = random.Random(SEED)
         self.stop_sending = False
         self.stop_faults = False
@@ -74,12 +92,26 @@ class Soak:
         self.delivered = 0
         self.long_lines_refused = 0  # 1 MB lines answered with "line too long"
         self.sink_drops = 0  # never-reading clients the server dropped for their send queue
+        # TLS run only (see the tls_* faults):
+        self.bad_handshakes = 0  # connections that never completed a handshake
+        self.bad_handshake_ports: list[int] = []  # their local ports, for the console check
+        self.plain_closed = 0  # plain-text clients the server closed
+        self.silent_cut: list[float] = []  # seconds until the server cut a silent handshake
+        self.not_cut = 0  # bad handshakes the server left open too long
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 50:
             self.problems.append(text)
 
     def connect(self, rcvbuf: int | None = None) -> gsocket.socket:
+        """A client connection as the run's clients speak: TLS (handshake done) in the TLS run."""
+        sock = self.connect_tcp(rcvbuf)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=HOST)
+        return sock
+
+    def connect_tcp(self, rcvbuf: int | None = None) -> gsocket.socket:
+        """A plain TCP connection to the chat port, whatever it speaks."""
         sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
         if rcvbuf:
             sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, rcvbuf)
@@ -114,7 +146,7 @@ class WellBehaved:
         for _ in range(10_000_000):
             try:
                 data = sock.recv(65536)
-            except OSError as exc:
+            except CLOSED as exc:
                 if not soak.closing:
                     soak.problem(f"{self.nick}: read error {exc!r}")
                 return
@@ -196,7 +228,7 @@ def _drain(sock: gsocket.socket, seconds: float) -> None:
                 return
         except gsocket.timeout:
             continue
-        except OSError:
+        except CLOSED:
             return
 
 
@@ -271,7 +303,7 @@ def _read_until(sock: gsocket.socket, marker: bytes, seconds: float) -> bool:
             data = sock.recv(65536)
         except gsocket.timeout:
             continue
-        except OSError:
+        except CLOSED:
             return False
         if not data:
             return False
@@ -328,9 +360,143 @@ FAULTS = {
 }
 
 
-def inject_faults(soak: Soak) -> None:
+# -------------------------------------------------------------------------- TLS faults
+# In the TLS run every fault above already speaks TLS (Soak.connect); "reset mid-line" is
+# then a TLS client that completed its handshake and resets the TCP connection mid-line.
+# These are added: a handshake that goes wrong, and a reset in the middle of a TLS record.
+
+
+def tls_client_hello(soak: Soak) -> bytes:
+    """The first flight of a real TLS client (its ClientHello), made in memory."""
+    assert soak.tls is not None
+    outgoing = gssl.MemoryBIO()
+    obj = soak.tls.wrap_bio(gssl.MemoryBIO(), outgoing, server_hostname=HOST)
+    try:
+        obj.do_handshake()
+    except gssl.SSLWantReadError:  # waiting for the server's answer, as expected
+        return outgoing.read()
+    raise AssertionError("a TLS handshake finished without a server")
+
+
+def tls_wait_closed(sock: gsocket.socket, seconds: float) -> float | None:
+    """Read (raw bytes: a TLS alert, maybe) until the server closes the connection; the
+    seconds that took, or None if it was still open after ``seconds``."""
+    started = time.monotonic()
+    deadline = started + seconds
+    for _ in range(100_000):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        sock.settimeout(remaining)
+        try:
+            if not sock.recv(65536):
+                break
+        except gsocket.timeout:
+            return None
+        except OSError:  # reset: closed as well
+            break
+    return time.monotonic() - started
+
+
+def tls_connect_bad(soak: Soak) -> gsocket.socket:
+    """A TCP connection to the TLS port that will never complete a handshake."""
+    sock = soak.connect_tcp()
+    soak.bad_handshakes += 1
+    soak.bad_handshake_ports.append(sock.getsockname()[1])
+    return sock
+
+
+def tls_cut(soak: Soak, sock: gsocket.socket, seconds: float) -> float | None:
+    """The server must close this connection within ``seconds``: the seconds it took."""
+    took = tls_wait_closed(sock, seconds)
+    if took is None:
+        soak.not_cut += 1
+    _close(sock)
+    return took
+
+
+PLAIN_TEXT = ("/join soak0\nhello, is this thing on?\n", "GET / HTTP/1.0\r\n\r\n", "exit\n")
+
+
+def fault_tls_plain_text(soak: Soak, rng: random.Random) -> None:
+    """A plain-text client on the TLS port: closed at once (one console line)."""
+    sock = tls_connect_bad(soak)
+    sock.sendall(rng.choice(PLAIN_TEXT).encode())
+    if tls_cut(soak, sock, 10) is not None:
+        soak.plain_closed += 1
+
+
+def _handshake_start(soak: Soak, rng: random.Random) -> bytes:
+    """What a handshake abandoned midway sent: part of a ClientHello, or a few random bytes."""
+    if rng.random() < 0.7:
+        hello = tls_client_hello(soak)
+        return hello[: rng.randrange(1, len(hello))]
+    return rng.randbytes(rng.randrange(1, 16))
+
+
+def fault_tls_handshake_vanish(soak: Soak, rng: random.Random) -> None:
+    """Starts a handshake, then goes away (FIN or reset)."""
+    sock = tls_connect_bad(soak)
+    sock.sendall(_handshake_start(soak, rng))
+    gevent.sleep(rng.uniform(0, 0.3))
+    _close(sock, reset=rng.random() < 0.5)
+
+
+def fault_tls_handshake_silent(soak: Soak, rng: random.Random) -> None:
+    """Starts a handshake (or not), then says nothing more: the handshake timeout cuts it."""
+    sock = tls_connect_bad(soak)
+    if rng.random() < 0.8:
+        sock.sendall(_handshake_start(soak, rng))
+    took = tls_cut(soak, sock, TLS_HANDSHAKE_TIMEOUT + 10)
+    if took is not None:
+        soak.silent_cut.append(took)
+
+
+def tls_handshake_in_memory(soak: Soak, sock: gsocket.socket):
+    """A TLS handshake over ``sock`` with the record layer in memory (gssl.SSLObject): the
+    caller then decides which bytes of each record reach the server."""
+    assert soak.tls is not None
+    incoming, outgoing = gssl.MemoryBIO(), gssl.MemoryBIO()
+    obj = soak.tls.wrap_bio(incoming, outgoing, server_hostname=HOST)
+    for _ in range(20):
+        try:
+            obj.do_handshake()
+        except gssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionResetError("closed during the handshake")
+            incoming.write(data)
+            continue
+        sock.sendall(outgoing.read())  # the client's Finished
+        return obj, outgoing
+    raise AssertionError("the TLS handshake did not finish")
+
+
+def fault_tls_reset_mid_record(soak: Soak, rng: random.Random) -> None:
+    """A TLS client that joins a room, sends half of a line's TLS record, and resets."""
+    sock = soak.connect_tcp()
+    obj, outgoing = tls_handshake_in_memory(soak, sock)
+    obj.write(f"/join soak{rng.randrange(ROOMS)}\n".encode())
+    sock.sendall(outgoing.read())
+    obj.write(b"half a line, in half a record, that never")
+    record = outgoing.read()
+    sock.sendall(record[: rng.randrange(1, len(record))])
+    gevent.sleep(rng.uniform(0, 0.5))
+    _close(sock, reset=True)
+
+
+TLS_FAULTS = {
+    "TLS: plain text": fault_tls_plain_text,
+    "TLS: handshake abandoned, vanish": fault_tls_handshake_vanish,
+    "TLS: handshake abandoned, silent": fault_tls_handshake_silent,
+    "TLS: reset mid-record": fault_tls_reset_mid_record,
+}
+
+
+def inject_faults(soak: Soak, faults: dict) -> None:
     pool = gevent.pool.Pool(FAULTS_AT_ONCE)
-    kinds = list(FAULTS)
+    kinds = list(faults)
     for n in range(1_000_000):
         if soak.stop_faults:
             break
@@ -339,7 +505,7 @@ def inject_faults(soak: Soak) -> None:
 
         def run(kind: str = kind, rng: random.Random = rng) -> None:
             try:
-                FAULTS[kind](soak, rng)
+                faults[kind](soak, rng)
             except OSError as exc:  # the server may cut a bad client at any point
                 soak.fault_errors[type(exc).__name__] += 1
 
@@ -373,11 +539,69 @@ def wait_connected(metrics_port: int, count: int, timeout: float) -> float:
         gevent.sleep(0.2)
 
 
-def test_soak(start_server):
-    server = start_server("--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", start_timeout=20)
+def tls_setup(directory) -> tuple[list[str], gssl.SSLContext]:
+    """The TLS run's server flags (a trustme certificate for 127.0.0.1, made now) and the
+    clients' context, which trusts that CA only."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(directory / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(directory / "key.pem"))
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    # gevent's SSLContext, so that its sockets cooperate (gssl.create_default_context is
+    # the stdlib's function and would make a stdlib context, whose sockets block the loop).
+    context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+    context.load_verify_locations(cafile=str(directory / "ca.pem"))
+    return ["--certfile", str(directory / "cert.pem"), "--keyfile", str(directory / "key.pem")], context
+
+
+def tls_figures(soak: Soak, server, metrics_port: int) -> dict:
+    """The TLS run's own figures: bad handshakes made, counted, logged (once the console
+    has caught up with the counter, bounded)."""
+    deadline = time.monotonic() + 15
+    while True:
+        counted = int(scrape(metrics_port)["geventchat_tls_handshake_failures_total"])
+        lines = [m for m in map(HANDSHAKE_FAILED_RE.search, server.stdout_lines()) if m]
+        if len(lines) >= counted or time.monotonic() > deadline:
+            break
+        gevent.sleep(0.2)
+    return {
+        "bad handshakes made": soak.bad_handshakes,
+        "handshake failures counted": counted,
+        "handshake failure lines": len(lines),
+        "failure reasons": dict(Counter(m.group(2) for m in lines).most_common()),
+        "plain-text clients closed": soak.plain_closed,
+        "silent handshakes cut": len(soak.silent_cut),
+        "slowest cut s": round(max(soak.silent_cut, default=0.0), 1),
+        "bad handshakes left open": soak.not_cut,
+        "bad handshakes not logged": len(set(soak.bad_handshake_ports) - {int(m.group(1)) for m in lines}),
+    }
+
+
+def tls_check(tls: dict) -> None:
+    """Contract 7 under load: each bad handshake closed, counted, and logged in one line."""
+    assert tls["bad handshakes left open"] == 0, tls
+    assert tls["plain-text clients closed"] >= 1 and tls["silent handshakes cut"] >= 1, tls
+    assert tls["slowest cut s"] <= TLS_HANDSHAKE_TIMEOUT + 5, tls
+    assert tls["handshake failures counted"] >= tls["bad handshakes made"] >= 1, tls
+    assert tls["handshake failure lines"] == tls["handshake failures counted"], tls
+    assert tls["bad handshakes not logged"] == 0, tls
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [
+        pytest.param("plain", marks=pytest.mark.timeout(int(SOAK_SECONDS) + 180)),
+        pytest.param("tls", marks=pytest.mark.timeout(int(TLS_SOAK_SECONDS) + 180)),
+    ],
+)
+def test_soak(start_server, tmp_path, transport):
+    tls_flags, tls_context = tls_setup(tmp_path) if transport == "tls" else ([], None)
+    seconds = TLS_SOAK_SECONDS if tls_context else SOAK_SECONDS
+    faults = {**FAULTS, **TLS_FAULTS} if tls_context else FAULTS
+    server = start_server("--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", *tls_flags, start_timeout=20)
     metrics_port = int(METRICS_RE.search(server.wait_for(lambda l: METRICS_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
     proc = psutil.Process(server.pid)
-    soak = Soak(server.port)
+    soak = Soak(server.port, tls_context)
     started = time.monotonic()
 
     # Everyone joins; the chat starts once every well-behaved client is in its room.
@@ -395,8 +619,8 @@ def test_soak(start_server):
 
     # The chat, with the faults going on meanwhile.
     senders = [gevent.spawn(c.send_loop) for c in clients]
-    injector = gevent.spawn(inject_faults, soak)
-    deadline = time.monotonic() + SOAK_SECONDS
+    injector = gevent.spawn(inject_faults, soak, faults)
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         gevent.sleep(0.5)
         rss_peak = max(rss_peak, proc.memory_info().rss)
@@ -440,11 +664,13 @@ def test_soak(start_server):
     for client in clients:
         _close(client.sock)  # type: ignore[arg-type]
     gevent.joinall([c.reader for c in clients if c.reader is not None], timeout=10)
+    tls = tls_figures(soak, server, metrics_port) if tls_context else None
 
     mib = 1 << 20
     figures = {
+        "transport": transport,
         "seconds": round(time.monotonic() - started, 1),
-        "chat seconds": SOAK_SECONDS,
+        "chat seconds": seconds,
         "well-behaved clients": WELL_BEHAVED,
         "rooms": ROOMS,
         "messages sent": sent,
@@ -462,13 +688,15 @@ def test_soak(start_server):
         "server RSS end MiB": round(rss_end / mib, 1),
         "server counters": {k.removeprefix("geventchat_"): int(v) for k, v in server_figures.items() if k.startswith("geventchat_")},
     }
-    print("\nSOAK " + json.dumps(figures, indent=1, ensure_ascii=False))
+    if tls is not None:
+        figures["TLS"] = tls
+    print(f"\nSOAK ({transport}) " + json.dumps(figures, indent=1, ensure_ascii=False))
 
     assert not soak.problems, soak.problems[:20]
     assert not missing, f"lines missing for {len(missing)} clients: {dict(list(missing.items())[:5])}"
     assert lost == 0 and soak.delivered == expected
-    assert sent > WELL_BEHAVED * SOAK_SECONDS / SEND_EVERY[1] * 0.5, "the chat hardly ran"
-    assert all(soak.faults[kind] > 0 for kind in FAULTS), soak.faults
+    assert sent > WELL_BEHAVED * seconds / SEND_EVERY[1] * 0.5, "the chat hardly ran"
+    assert all(soak.faults[kind] > 0 for kind in faults), soak.faults
     assert connected == WELL_BEHAVED, f"{connected} connected after the faults, expected {WELL_BEHAVED}"
     assert first.startswith(b"*** Welcome, "), first
     assert f"*** {WELL_BEHAVED + 1} connected in".encode() in stats_reply, stats_reply
@@ -477,4 +705,9 @@ def test_soak(start_server):
     assert server_figures["geventchat_sendq_drops_total"] >= soak.sink_drops >= 1
     # Memory back near where it started: what the faults took was given back.
     assert rss_end <= rss_start * 1.25 + 16 * mib, figures
+    if tls is not None:
+        tls_check(tls)
+    console = server.stdout_lines() + server.stderr_lines()
+    bad = [i for i, l in enumerate(console) if "Traceback" in l or "Internal error" in l]
+    assert not bad, f"{len(bad)} traceback lines, the first: " + "\n".join(console[bad[0] : bad[0] + 30])
     assert server.proc.poll() is None
