@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if args.web_port is not None:
-        from .web import parse_origins
+        from .webproto import parse_origins
 
         try:
             parse_origins(args.web_origins)
@@ -403,7 +403,8 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
         return 1
     web = None
     if args.web_port is not None:
-        from .web import WebServer, parse_origins
+        from .web import WebServer
+        from .webproto import parse_origins
 
         web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins), listener=web_listener)
         try:

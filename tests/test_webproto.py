@@ -1,5 +1,5 @@
 """The browser gateway without sockets: HTTP bytes in, responses out; WebSocket frames in,
-line events out; lines in, frames out (``geventchat.web``)."""
+line events out; lines in, frames out (``geventchat.webproto``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from geventchat import protocol
-from geventchat.web import (
+from geventchat.webproto import (
     ControlFrame,
     HttpGateway,
     StaticFile,
