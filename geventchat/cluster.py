@@ -76,6 +76,11 @@ class ClusterHub(Hub):
         room = self.rooms.get(protocol.fold(name))
         return room.name if room is not None else name
 
+    def add(self, member: Member, wanted_nick: str, room: str = limits.DEFAULT_ROOM) -> None:
+        super().add(member, wanted_nick, room)
+        if not self.bus.up:  # the others were told when the link went; a newcomer is now
+            member.deliver(protocol.notice(LINK_DOWN))
+
     def remove(self, member: Member, reason: str = "", announce: bool = True) -> None:
         key = protocol.fold(member.nick)
         if self.members.get(key) is not member:
@@ -198,16 +203,19 @@ class ClusterHub(Hub):
                 self.to_room(member.room, protocol.renamed(old, new), member)
 
 
-def connect(url: str, settings, *, expiry: float | None = None) -> ClusterHub:
+def connect(url: str, settings, *, expiry: float | None = None, link_now: bool = True) -> ClusterHub:
     """A hub linked to the cluster behind ``url``; raises ``bus.BusError`` if Redis cannot
-    be used now (not installed, bad URL, unreachable)."""
+    be used now (not installed, bad URL, unreachable). With ``link_now`` False (a
+    ``--workers`` worker started again while its cluster runs), only a bad URL raises: the
+    hub serves its users at once and the link comes up, with backoff, when Redis answers."""
     from .bus import DEFAULT_EXPIRY
 
     link = RedisBus(url, expiry=expiry or DEFAULT_EXPIRY)
-    link.check()
+    if link_now:
+        link.check()
     hub = ClusterHub(link, presence=settings.presence, log_messages=settings.log_messages)
     hub.start()
-    if not link.wait_up(timeout=10):
+    if link_now and not link.wait_up(timeout=10):
         link.close(timeout=0)
         raise BusError(f"cannot join the cluster at {url}: the Redis link did not come up")
     return hub
@@ -419,6 +427,10 @@ def _worker(sock, web_sock, ready_w: int | None, args, serve, metrics_listener=N
     for handler in logging.getLogger("geventchat").handlers:
         handler.addFilter(_WorkerConsole())
     listener = gsocket.socket(sock.family, sock.type, fileno=os.dup(sock.fileno()))
+    if ready_w is None:
+        # Started again while the others run: serve at once even if Redis is away now
+        # (the kernel keeps sending this worker its share of new connections).
+        args.redis_link_now = False
     web_listener = None
     if web_sock is not None:
         web_listener = gsocket.socket(web_sock.family, web_sock.type, fileno=os.dup(web_sock.fileno()))

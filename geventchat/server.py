@@ -374,7 +374,8 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
         from . import bus, cluster
 
         try:
-            hub = cluster.connect(args.redis_url, settings, expiry=args.redis_expiry)
+            hub = cluster.connect(args.redis_url, settings, expiry=args.redis_expiry,
+                                  link_now=getattr(args, "redis_link_now", True))
         except bus.BusError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1

@@ -470,6 +470,38 @@ def test_a_killed_worker_is_restarted_and_its_users_quit(start_server, redis_ser
     assert server.stderr_lines() == []
 
 
+def test_a_worker_restarted_while_redis_is_away_serves_its_users(start_server, redis_server, clients):  # noqa: F811
+    # A worker that dies while Redis is down is started again at once, without the link: its
+    # share of new connections (the kernel's hash) must be served, not left waiting for Redis.
+    server = start_server("--workers", "2", "--redis-url", redis_server.url, "--redis-expiry", EXPIRY, "--no-presence")
+    import psutil
+
+    connect_over_both(server, redis_server, clients, 4)
+    redis_server.stop()
+    victim, survivor = psutil.Process(server.pid).children()
+    victim.kill()
+    server.wait_for(lambda line: f"(pid {victim.pid}) ended" in line)
+    time.sleep(1.5)  # past the first restart
+    # Connect until one is served by a worker other than the survivor; each must be
+    # welcomed in time (a connection left in a dead worker's queue is never welcomed).
+    newcomers = []
+    for _ in range(30):
+        newcomers.append(clients(server, timeout=5))  # the welcome, or a timeout failure
+        on_survivor = {c.raddr[1] for c in survivor.net_connections(kind="tcp") if c.raddr}
+        if any(c.port not in on_survivor for c in newcomers):
+            break
+    else:
+        raise AssertionError("no connection went to the restarted worker")
+    for client in newcomers:  # told at once, after the welcome, as the others were
+        client.expect("*** Link to the other servers is down: until it is back, only users of this server see your messages")
+    redis_server.start()
+    for client in newcomers:
+        client.until(lambda line: line == "*** Link to the other servers is back", timeout=15)
+    settle(*newcomers)  # one chat across both workers again
+    assert server.stop() == 0
+    assert server.stderr_lines() == []
+
+
 def test_workers_do_not_share_a_port_with_another_server(start_server, redis_server):  # noqa: F811
     first = start_server("--workers", "2", "--redis-url", redis_server.url)
     result = run_server_command("--workers", "2", "--redis-url", redis_server.url, "--host", "127.0.0.1", "--port", str(first.port))
