@@ -131,8 +131,8 @@ class Connection:
         self._spawn = spawn
         self._on_closed = on_closed  # told once, when the connection has fully ended
         # (A repeat value, so that again() re-arms it from now: a one-shot libev timer that has
-        # fired would fire at once on its next start.)
-        self._park_timer = self._loop.timer(limits.PARK_AFTER, limits.PARK_AFTER) if plain else None
+        # fired would fire at once on its next start.) No park timer: the reader never parks.
+        self._park_timer = self._loop.timer(limits.PARK_AFTER, limits.PARK_AFTER) if plain and self.PARKS else None
         self._wake = None
         self.parked = False
         self._stopping = False  # the server is stopping: finish at the next chance
@@ -150,6 +150,10 @@ class Connection:
         self.partial_mark = 0.0
         self.partial_since = 0.0
         self._stats = hub.stats  # counters for the metrics page (metrics.Stats)
+
+    # Whether a silent plain-socket reader may park (see _park). A transport whose handler
+    # greenlet owns the socket and the connection's place (web.py) keeps its reader.
+    PARKS = True
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} {self.nick!r}>"
@@ -313,12 +317,14 @@ class Connection:
         waiter = Waiter()
         watcher, timer = self.sock._read_event, self._park_timer
         watcher.start(waiter.switch, True)
-        timer.again(waiter.switch, False)  # type: ignore[union-attr]
+        if timer is not None:
+            timer.again(waiter.switch, False)
         try:
             return waiter.get()
         finally:
             watcher.stop()
-            timer.stop()  # type: ignore[union-attr]
+            if timer is not None:
+                timer.stop()
 
     # --------------------------------------------------------------------- input
 

@@ -50,6 +50,11 @@ class WebSocketConnection(Connection):
 
     __slots__ = ("_ws", "_framer", "_initial", "_going_away")
 
+    # Never park: WebServer._handle owns the socket (its StreamServer closes it when the
+    # handler returns) and holds the connection's place (connections, --max-per-ip) until
+    # serve() returns, so a parked reader would end the connection after 2 s of silence.
+    PARKS = False
+
     def __init__(self, sock, address, hub, settings, ws: WsConnection, trailing: bytes = b"") -> None:
         super().__init__(sock, address, hub, settings)
         self._ws = ws

@@ -84,6 +84,31 @@ def test_a_frame_longer_than_max_line_gets_an_error_and_the_connection_stays(sta
         web.close()
 
 
+def test_a_web_client_silent_for_a_while_stays_connected(start_server, clients):
+    """A silent TCP reader parks after limits.PARK_AFTER (2 s); a WebSocket one must not:
+    its socket belongs to the web listener's handler, which closes it when it returns."""
+    server = start_server("--web-port", "0", "--max-per-ip", "2")
+    tcp = clients(server)
+    web = WsClient(web_port(server))
+    try:
+        tcp.expect(f"*** {web.nick} joined lobby")
+        time.sleep(3.0)  # silent past PARK_AFTER
+        web.send("still here")
+        tcp.expect(f"{web.nick}: still here")
+        tcp.send("and you?")
+        web.expect(f"{tcp.nick}: and you?")
+        # Still counted against --max-per-ip: a third connection from here is refused.
+        third = clients(server, welcome=False)
+        assert third.read_to_eof() == ["*** Error: too many connections from your address"]
+        tcp.expect_nothing()  # no quit was announced for the web client
+        assert not server.count_text(f"Client 127.0.0.1:{web.port} disconnected")
+    finally:
+        web.close()
+    server.wait_for_text(f"Client 127.0.0.1:{web.port} disconnected")
+    tcp.expect(f"*** {web.nick} quit")
+    assert not any("Traceback" in line for line in server.stdout_lines() + server.stderr_lines())
+
+
 def test_a_cross_origin_handshake_is_refused_with_403_and_a_log_line(start_server):
     server = start_server("--web-port", "0", "--web-origins", "https://front.example")
     port = web_port(server)
