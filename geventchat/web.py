@@ -195,11 +195,13 @@ class WebServer:
             self._refuse(sock, upgrade, protocol.SHUTTING_DOWN, "server stopping", CLOSE_GOING_AWAY)
             return
         if len(chat.connections) >= chat.settings.max_clients:
+            chat.stats.connections_refused += 1
             log.info("Refused connection from %s (server full)", peer)
             self._refuse(sock, upgrade, protocol.SERVER_FULL, "server full", CLOSE_TRY_AGAIN_LATER)
             return
         per_address = chat.per_address  # --max-per-ip, shared with TCP
         if not per_address.acquire(address[0]):
+            chat.stats.connections_refused += 1
             log.info("Refused connection from %s (too many connections from this address)", peer)
             self._refuse(sock, upgrade, protocol.TOO_MANY_FROM_ADDRESS, "too many connections", CLOSE_TRY_AGAIN_LATER)
             return

@@ -122,6 +122,23 @@ def test_sendq_drops_and_refusals_are_counted(start_server, clients):
     assert samples["geventchat_messages_received_total"] >= 100
 
 
+def test_web_refusals_are_counted_too(start_server, clients):
+    from web_helpers import WsClient, web_port
+
+    server = start_server("--metrics-port", "0", "--web-port", "0", "--max-per-ip", "1", "--max-clients", "1")
+    port = metrics_port(server)
+    clients(server)
+    web = WsClient(web_port(server), welcome=False)
+    try:
+        assert web.until_closed() == ["*** Error: server full"]
+    finally:
+        web.close()
+    server.wait_for(lambda l: l.startswith(f"Refused connection from 127.0.0.1:{web.port} "))
+    samples = scrape(port)
+    assert samples["geventchat_connections_refused_total"] == 1
+    assert samples["geventchat_connections_accepted_total"] == 1
+
+
 def test_throttle_waits_are_counted(start_server, clients):
     server = start_server("--metrics-port", "0", "--no-presence", "--rate", "20", "--burst", "1")
     port = metrics_port(server)
