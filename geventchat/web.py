@@ -178,6 +178,7 @@ class WebServer:
                 # Bounded, in this greenlet; one line if it fails (as on the chat port).
                 sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)
                 if sock is None:
+                    chat.stats.tls_handshake_failures += 1
                     log.info("TLS handshake failed from %s (%s)", peer, reason)
                     return
             upgrade = self._serve_http(sock, peer)

@@ -154,13 +154,20 @@ def test_tls_handshake_failures_are_counted(start_server, tmp_path):
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    server = start_server("--metrics-port", "0", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
+    server = start_server("--metrics-port", "0", "--web-port", "0", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
     port = metrics_port(server)
     plain = ChatClient(server.port, welcome=False)
     plain.send("plain text")
     server.wait_for(lambda l: f"TLS handshake failed from 127.0.0.1:{plain.port}" in l)
     plain.close()
     assert scrape(port)["geventchat_tls_handshake_failures_total"] == 1
+    # The web port speaks TLS too: plain HTTP there is a failed handshake as well.
+    from web_helpers import web_port
+
+    with socket.create_connection((HOST, web_port(server)), timeout=5) as http:
+        http.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        server.wait_for(lambda l: f"TLS handshake failed from 127.0.0.1:{http.getsockname()[1]}" in l)
+    assert scrape(port)["geventchat_tls_handshake_failures_total"] == 2
 
 
 def test_metrics_only_at_metrics_path(start_server):
