@@ -205,6 +205,11 @@ class HttpGateway:
                 break
             kind = type(event)
             if kind is h11.Request:
+                if _head_size(event) > HTTP_MAX_HEAD:
+                    # h11 enforces the limit only on a head still arriving; one recv can
+                    # bring a whole larger one.
+                    self._fail(step, 431, "bad HTTP request: request head too large")
+                    break
                 self._request = event
                 self.requests += 1
             elif kind is h11.EndOfMessage:
@@ -305,6 +310,12 @@ class HttpGateway:
         if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._send(step, status or 400, b"Bad request\n", close=True)
         step.close = True
+
+
+def _head_size(request: h11.Request) -> int:
+    """About the bytes of a request's head as sent (request line, headers, line ends)."""
+    line = len(request.method) + len(request.target) + len(b" HTTP/1.1\r\n") + 1
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers) + 2
 
 
 # -------------------------------------------------------------------- WebSocket, sans-IO

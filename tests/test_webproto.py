@@ -137,6 +137,17 @@ def test_a_request_head_larger_than_the_limit_is_refused():
     assert step.close and step.send.startswith(b"HTTP/1.1 431")
 
 
+def test_a_complete_request_head_larger_than_the_limit_is_refused_too():
+    # One recv can bring a whole head (64 KiB): h11 checks the limit only on an
+    # unfinished one, and the limit must hold either way.
+    step = gateway().receive_data(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    assert step.close and step.upgrade is None
+    assert step.send.startswith(b"HTTP/1.1 431")
+    assert len(step.log) == 1 and step.log[0].startswith("Bad HTTP request from 127.0.0.1:5555 (")
+    step = gateway().receive_data(b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 15000 + b"\r\n\r\n")
+    assert step.send.startswith(b"HTTP/1.1 200") and not step.close
+
+
 def test_the_static_files_ship_with_the_package():
     files = load_static()
     assert "/" in files and files["/"] is files["/static/index.html"]
