@@ -39,13 +39,19 @@ class ClusterHub(Hub):
         super().__init__(presence=presence, log_messages=log_messages)
         self.bus = bus
         self._claiming: set[str] = set()  # folded nicknames being claimed in Redis right now
-        self._stopping = False
+        self._stopping = False  # our members have been told the server is shutting down
 
     def start(self) -> None:
         self.bus.start(self)
 
     def close(self) -> None:
         self.bus.close()
+
+    def begin_stop(self) -> None:
+        # "*** Server shutting down" is the last thing our members hear: the other processes'
+        # lines (such as the quits of a --workers sibling stopping at the same time) are no
+        # longer handed to them. What they leave is still published.
+        self._stopping = True
 
     # ------------------------------------------------------------------- outgoing
 
@@ -147,6 +153,8 @@ class ClusterHub(Hub):
     # ------------------------------------------------------------ from the bus
 
     def bus_records(self, records: list[tuple[str, str, bytes]]) -> None:
+        if self._stopping:
+            return
         rooms, members, deliver_local = self.rooms, self.members, self.deliver_local
         for kind, key, data in records:
             if kind == ROOM:
@@ -159,7 +167,7 @@ class ClusterHub(Hub):
                     target.deliver(data)
 
     def bus_link(self, up: bool) -> None:
-        if self.members:
+        if self.members and not self._stopping:
             self.broadcast(protocol.notice(LINK_UP if up else LINK_DOWN))
 
     def bus_snapshot(self) -> dict[str, tuple[str, str]]:
@@ -171,7 +179,8 @@ class ClusterHub(Hub):
         for nick, room_name in members:
             line = protocol.quit_line(nick)
             key = protocol.fold(room_name)
-            self.deliver_local(self.rooms.get(key), line)
+            if not self._stopping:  # the others are told even so: we alone got the list
+                self.deliver_local(self.rooms.get(key), line)
             self.bus.publish(ROOM, key, line)
 
 

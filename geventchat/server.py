@@ -113,6 +113,7 @@ class ChatServer:
         self._sweeper.stop()
         if self._metrics is not None:
             self._metrics.stop()
+        self.hub.begin_stop()
         for connection in list(self.connections):
             connection.begin_shutdown()
         for greenlet in list(self._handshaking):

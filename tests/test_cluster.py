@@ -331,6 +331,18 @@ def test_workers_share_one_port_and_chat_as_one_room(start_server, redis_server,
     assert members_per_process(redis_server) == []  # the workers left the cluster cleanly
 
 
+def test_a_stop_of_all_workers_tells_every_client_once_and_nothing_after(start_server, redis_server, clients):  # noqa: F811
+    # The whole server stops: as with one process, everyone gets "*** Server shutting
+    # down" and no "*** NICK quit" of the users leaving from the other worker.
+    server = start_server("--workers", "2", "--redis-url", redis_server.url, "--redis-expiry", EXPIRY)
+    group = connect_over_both(server, redis_server, clients, 8)
+    settle(*group)
+    server.signal(signal.SIGTERM)
+    for client in group:
+        assert client.read_to_eof(timeout=10) == ["*** Server shutting down"], client
+    assert server.wait(10) == 0
+
+
 def test_workers_serve_the_web_port_too(start_server, redis_server, clients):  # noqa: F811
     from web_helpers import WsClient, web_port
 
