@@ -169,8 +169,11 @@ class Hub:
         target = self.members.get(protocol.fold(target_nick))
         if target is None:
             raise HubError(f"no such nickname: {protocol.strip_controls(target_nick)[:64]}")
-        target.deliver(protocol.private_line(member.nick, text))
-        self.stats.lines_relayed += 1
+        if target is not member:
+            # A /msg sender never gets the *NICK* line (the contract), so one sent to
+            # oneself is only confirmed, like any other.
+            target.deliver(protocol.private_line(member.nick, text))
+            self.stats.lines_relayed += 1
         member.deliver(protocol.notice(f"To {target.nick}: {text}"))
 
     def to_room(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:

@@ -106,6 +106,8 @@ def test_private_message_and_unknown_target():
     assert c.take() == []
     run(hub, a, "/msg nobody hi")
     assert a.take() == ["*** Error: no such nickname: nobody\n"]
+    run(hub, a, "/msg A to myself")  # the sender never gets *a*, even as the target
+    assert a.take() == ["*** To a: to myself\n"]
 
 
 def test_who_rooms_stats_help():

@@ -362,6 +362,14 @@ def test_private_message(server, clients):
         client.expect_nothing()
 
 
+def test_private_message_to_oneself_is_only_confirmed(server, clients):
+    # The sender of a /msg never gets the *NICK* line, not even when it names itself.
+    a = clients(server)
+    a.send(f"/msg {a.nick.upper()} note to self")
+    a.expect(f"*** To {a.nick}: note to self")
+    a.expect_nothing()
+
+
 def test_private_message_errors(server, clients):
     a = clients(server)
     a.send("/msg nobody-here hi")
