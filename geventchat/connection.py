@@ -129,7 +129,7 @@ class Connection:
         # greenlet ends and _wake, an I/O watcher, starts a new one (with ``spawn``, so that
         # the server still joins it on stop) when input comes.
         self._spawn = spawn
-        self._on_closed = on_closed  # told once, when the connection has fully ended
+        self._on_closed = on_closed  # told once, when the client has left (see _gone)
         # (A repeat value, so that again() re-arms it from now: a one-shot libev timer that has
         # fired would fire at once on its next start.) No park timer: the reader never parks.
         self._park_timer = self._loop.timer(limits.PARK_AFTER, limits.PARK_AFTER) if plain and self.PARKS else None
@@ -241,23 +241,38 @@ class Connection:
             self._flush_scheduled = False
 
     def _flush_and_close(self, timeout: float) -> None:
-        """From the reader: send what is still queued (for at most ``timeout``), then close."""
+        """From the reader: send what is still queued, half-close, tell that the client is
+        gone, wait for the peer's close, close (all of it within ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        half_closed = False
         if not self._closed:
             with gevent.Timeout(timeout, False):
                 try:
                     self._send_remaining()
-                    # Half-close, then read until the peer closes too: a plain close with
-                    # unread input would reset the connection and could destroy our last
-                    # lines before the client has read them.
                     self.sock.shutdown(socket.SHUT_WR)
-                    for _ in range(64):
-                        if not self.sock.recv(limits.RECV_SIZE):
-                            break
+                    half_closed = True
                 except (OSError, _Stop):
                     pass  # gone already, or a stop that raced with this close: close anyway
                 except _CLOSED_TLS:
                     if not self._closed:
                         raise  # not a close of ours (drop() meanwhile): a bug
+        # The client now has every line and the end of the stream: it has left, whether or
+        # not it closes its side soon (its place must not wait for that).
+        self._gone()
+        remaining = deadline - time.monotonic()
+        if half_closed and remaining > 0:
+            # Read until the peer closes too: a plain close with unread input would reset
+            # the connection and could destroy our last lines before the client read them.
+            with gevent.Timeout(remaining, False):
+                try:
+                    for _ in range(64):
+                        if not self.sock.recv(limits.RECV_SIZE):
+                            break
+                except (OSError, _Stop):
+                    pass
+                except _CLOSED_TLS:
+                    if not self._closed:
+                        raise
         self._closed = True
         self._outbox.clear()
         self.sock.close()
@@ -384,6 +399,10 @@ class Connection:
         self._finishing = True
         self.hub.remove(self, self._drop_reason or self._leave_reason, announce=self._announce)
         self._flush_and_close(limits.QUIT_FLUSH_TIMEOUT)
+
+    def _gone(self) -> None:
+        """The client has left (it has the end of the stream, or the socket is closed): log
+        it and free its place, once, from ``_flush_and_close``."""
         if self._drop_reason:
             log.info("Client %s disconnected (%s)", self.peer, self._drop_reason)
         else:

@@ -159,7 +159,8 @@ class ChatServer:
             self._forget(connection)
 
     def _forget(self, connection: Connection) -> None:
-        """A connection has ended (called once by it, from whichever greenlet ended it)."""
+        """A client has left, its place is free (called once by its connection, from
+        whichever greenlet ended it, before a last wait for the client's own close)."""
         if connection in self.connections:
             self.connections.discard(connection)
             self.per_address.release(connection.address[0])

@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from conftest import ChatClient, join_all
+from conftest import WELCOME_RE, ChatClient, Closed, join_all
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -231,6 +231,26 @@ def test_server_full_and_place_freed(start_server, clients):
     # Full again.
     again = clients(server, welcome=False)
     assert again.read_to_eof() == ["*** Error: server full"]
+
+
+def test_place_is_free_once_the_leaver_has_its_end_of_file(start_server, clients):
+    # A leaver that reads to the end but keeps its socket open (the server then waits up
+    # to 2 s for its close) has left all the same: its place, and its console line, do not
+    # wait for that close.
+    server = start_server("--max-clients", "2")
+    a = clients(server)
+    b = clients(server)
+    a.expect(f"*** {b.nick} joined lobby")
+    a.send("exit")
+    with pytest.raises(Closed):
+        a.line()
+    started = time.monotonic()
+    newcomer = clients(server, welcome=False)
+    assert WELCOME_RE.match(newcomer.line()), "the place of a client that left was still taken"
+    server.wait_for_text(f"Client 127.0.0.1:{a.port} disconnected", timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    b.send("/who")
+    b.until(lambda line: line.startswith("*** Members of lobby (2): "))
 
 
 # --------------------------------------------------------------------------- faults
