@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
@@ -276,10 +277,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """One line per record on stdout, flushed after each (StreamHandler does), so the
+    console stays live when stdout is a pipe or a file.
+
+    A console whose reader has gone (``geventchat-server | head -1``) is no error of the
+    server's: its lines go to /dev/null from then on, instead of a "Logging error"
+    traceback on stderr for every one of them (and another at exit).
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], BrokenPipeError) and _silence(self.stream):
+            return
+        super().handleError(record)
+
+
+def _silence(stream) -> bool:
+    """Point ``stream``'s descriptor at /dev/null (its buffered bytes go there too); True
+    if that worked."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
+
+
 def configure_logging(level: str) -> None:
-    # One line per record on stdout, flushed by the handler after each: the console
-    # stays live when stdout is a pipe or a file.
-    handler = logging.StreamHandler(sys.stdout)
+    handler = ConsoleHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("geventchat")
     root.handlers[:] = [handler]

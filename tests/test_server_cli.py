@@ -4,6 +4,7 @@ flags, startup errors, the listening line, and a clean stop on SIGTERM and SIGIN
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import HOST, LISTENING_RE, ROOT, ServerProcess, join_all, run_server_command
+from conftest import HOST, LISTENING_RE, ROOT, ChatClient, ServerProcess, join_all, run_server_command, server_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -206,3 +207,43 @@ def test_console_script_entry_point():
         result = subprocess.run([installed, "--help"], capture_output=True, text=True, timeout=20)
         assert result.returncode == 0, result.stderr
         assert "--max-sendq" in result.stdout
+
+
+# ---------------------------------------------------------------------- the console
+
+
+def test_console_reader_going_away_costs_nothing(clients):
+    """``geventchat-server | head -1``: once the console's reader is gone, the server serves
+    on with no error on stderr for every line it could not print, and stops cleanly."""
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen(
+        server_command("--host", HOST, "--port", "0"),
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+    )
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as console:
+            first = console.readline().decode()  # the reader takes one line, then goes
+        match = LISTENING_RE.search(first.rstrip("\n"))
+        assert match, first
+        port = int(match.group(1))
+        a = ChatClient(port)
+        b = ChatClient(port)
+        a.expect(f"*** {b.nick} joined lobby")
+        a.send("nobody reads the console")
+        b.expect(f"{a.nick}: nobody reads the console")
+        b.send("exit")
+        b.read_to_eof()
+        a.expect(f"*** {b.nick} quit")
+        proc.send_signal(signal.SIGTERM)
+        assert a.read_to_eof(timeout=10) == ["*** Server shutting down"]
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr.read().decode() == ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        proc.stderr.close()
