@@ -123,6 +123,11 @@ def tls_context(cafile: str | None) -> ssl.SSLContext:
     return context
 
 
+def interrupted_line(host: str, port: int) -> str:
+    """The one line shown when Ctrl-C stops a connect (or TLS handshake) that hangs."""
+    return f"Error: cannot connect to {host}:{port}: interrupted"
+
+
 def tls_failure_line(host: str, port: int, exc: BaseException) -> str:
     """The one line shown when the TLS handshake fails (an untrusted certificate...)."""
     if isinstance(exc, (socket.timeout, TimeoutError)):
@@ -373,14 +378,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONNECT
+    except KeyboardInterrupt:  # Ctrl-C on a connect that hangs (a host that drops SYNs...)
+        print(interrupted_line(args.host, args.port), file=sys.stderr, flush=True)
+        return EXIT_CONNECT
     first = greeting_lines(args.nick, args.room)
     connected_line = CONNECTED.format(host=args.host, port=args.port)
     try:
         if interactive:
-            from .client_ui import run_terminal  # prompt_toolkit only when it is needed
+            try:
+                from .client_ui import run_terminal  # prompt_toolkit only when it is needed
+            except KeyboardInterrupt:  # Ctrl-C at once: nothing was shown or sent yet
+                print(interrupted_line(args.host, args.port), file=sys.stderr, flush=True)
+                return EXIT_CONNECT
 
             if context is not None:
-                return run_terminal(sock, first, tls=context, server_hostname=args.host, connected_line=connected_line)
+                return run_terminal(
+                    sock, first, tls=context, server_hostname=args.host, connected_line=connected_line, port=args.port
+                )
             print(connected_line, flush=True)
             return run_terminal(sock, first)
         print(connected_line, flush=True)

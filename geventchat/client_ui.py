@@ -44,6 +44,7 @@ from .client import (
     LEAVE_TIMEOUT,
     MAX_SERVER_LINE,
     RECV_SIZE,
+    interrupted_line,
     is_leave,
     show_text,
     tls_failure_line,
@@ -118,6 +119,7 @@ _WELCOME_RE = re.compile(r"Welcome, (\S+)! You are in (\S+)\.")
 _YOU_ARE_RE = re.compile(r"You are now (known as|in) (\S+)")
 _RENAMED_RE = re.compile(r"(\S+) is now known as (\S+)")
 _PRESENCE_RE = re.compile(r"(\S+) (joined|left|quit)\b")
+_MEMBERS_RE = re.compile(r"Members of \S+ \(\d+\): (.*)")  # a /who reply (or one of its lines)
 
 
 class ChatState:
@@ -160,6 +162,11 @@ class ChatState:
                 else:
                     self._drop(old)
                     self._add(new)
+                return
+            match = _MEMBERS_RE.fullmatch(line.text)
+            if match:  # the names of those who have said nothing yet, for Tab
+                for nick in match.group(1).split():
+                    self._add(nick)
                 return
             match = _PRESENCE_RE.match(line.text)
             if match:
@@ -331,14 +338,17 @@ def run_terminal(
     tls: "ssl.SSLContext | None" = None,
     server_hostname: str | None = None,
     connected_line: str | None = None,
+    port: int | None = None,
 ) -> int:
     """Chat in this terminal over the connected socket; returns the exit status.
 
     With ``tls``, the handshake (and the certificate's verification) is asyncio's, on the
     plain socket given; ``connected_line`` is printed once the connection is usable.
     """
+    usable = tls is None  # a TLS connection is usable only after its handshake
 
     async def main() -> int:
+        nonlocal usable
         if tls is None:
             reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_SERVER_LINE)
         else:
@@ -350,6 +360,7 @@ def run_terminal(
             except (OSError, asyncio.TimeoutError) as exc:
                 print(tls_failure_line(server_hostname or "", sock_port, exc), file=sys.stderr, flush=True)
                 return EXIT_CONNECT
+        usable = True
         if connected_line:
             print(connected_line, flush=True)
         return await TerminalClient(reader, writer).run(first)
@@ -362,5 +373,8 @@ def run_terminal(
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:  # Ctrl-C while no prompt was running
+        if not usable:  # during a TLS handshake that hangs: it never connected
+            print(interrupted_line(server_hostname or "", port or sock_port), file=sys.stderr, flush=True)
+            return EXIT_CONNECT
         print(DISCONNECTED, flush=True)
         return EXIT_OK

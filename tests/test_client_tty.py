@@ -10,8 +10,10 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -218,3 +220,92 @@ def test_hostile_server_cannot_control_the_terminal(tmux_session):
         srv.stop()
     lines = term.wait_text("[exit 1]")
     assert "Connection closed by server" in lines
+
+
+def _syn_sent_to(port: int) -> bool:
+    """True while some socket of this machine is in SYN-SENT towards 127.0.0.1:port."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "02" and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                return True
+    return False
+
+
+@pytest.fixture
+def unanswered_port():
+    """A port whose connect() hangs: a listener with a full accept queue, so the kernel
+    drops every further SYN (as an unreachable host or a firewall would)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for one in fillers + [listener]:
+        one.close()
+
+
+@pytest.mark.parametrize("stage", ["tcp", "tls"])
+def test_ctrl_c_while_connecting_is_one_line_and_exit_2(stage, unanswered_port, tmux_session):
+    # tcp: the connect itself hangs. tls: the server accepts and never answers the handshake.
+    srv = None
+    if stage == "tcp":
+        port, args = unanswered_port, ()
+        started = lambda: _syn_sent_to(port)  # noqa: E731
+    else:
+        accepted = threading.Event()
+
+        def silent(srv: ScriptedServer, conn) -> None:
+            accepted.set()
+            srv.release.wait(WAIT * 2)
+
+        srv = ScriptedServer(silent)
+        port, args = srv.port, ("--tls",)
+        started = accepted.is_set
+    try:
+        # Before the prompt the terminal is in cooked mode: Ctrl-C is a SIGINT to the whole
+        # foreground group, the shell included; its trap keeps it alive to show the status.
+        term = tmux_session("trap : INT; " + client_command(port, *args))
+        deadline = time.monotonic() + WAIT
+        while not started():
+            assert time.monotonic() < deadline, "the client never started connecting"
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the wait itself
+        term.press("C-c")
+        lines = term.wait_text("[exit 2]")
+        shown = [line.removeprefix("^C") for line in lines if line.strip()]  # the tty echoes ^C
+        assert shown[:-1] == [f"Error: cannot connect to 127.0.0.1:{port}: interrupted"], shown
+        assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines)
+    finally:
+        if srv is not None:
+            srv.release.set()
+            srv.stop()
+
+
+def test_tab_completes_the_names_listed_by_who(server, tmux_session):
+    # Someone who was there before us and has said nothing: /who is where we learn the name.
+    quiet = RawClient(server.port)
+    try:
+        name = "zq" + uuid.uuid4().hex[:6]
+        quiet.send(f"/nick {name}")
+        quiet.expect(f"*** You are now known as {name}")
+        term = tmux_session(client_command(server.port, "--nick", "me" + uuid.uuid4().hex[:6]))
+        term.wait_screen(lambda lines: term.input_line(lines).endswith(">"), "the prompt")
+        term.keys("/who")
+        term.press("Enter")
+        term.wait_text(f" {name}")
+        term.keys("hi " + name[:3])
+        term.press("Tab")
+        term.wait_screen(lambda lines: term.input_line(lines).endswith(f"> hi {name}"), "the name from /who completed")
+    finally:
+        quiet.close()
