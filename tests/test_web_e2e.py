@@ -333,3 +333,60 @@ def test_with_tls_the_page_is_served_over_https_and_chats_over_wss(start_server,
     page.say("/who")
     page.sees("notice", "Members of lobby (1): " + page.nick)
     assert page.errors == []
+
+
+def test_sending_keeps_the_keyboard_in_the_input_box(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    carol = clients(server)
+    page = pages(url_of(server))
+    carol.until(lambda l: l.endswith(" joined lobby"))
+    expect(page.page.locator("#input")).to_be_focused()
+    # Send with the button (a mouse, or a thumb on a phone): the box keeps the focus, so the
+    # next line can be typed at once (and a phone's keyboard does not fold away).
+    page.page.fill("#input", "sent with the button")
+    page.page.click("#send")
+    carol.until(lambda l: l.endswith(": sent with the button"))
+    expect(page.page.locator("#input")).to_be_focused()
+    page.page.keyboard.type("and typed straight on")
+    page.page.keyboard.press("Enter")
+    carol.until(lambda l: l.endswith(": and typed straight on"))
+    # Tab completes every command, /stats too.
+    page.page.keyboard.type("/st")
+    page.page.keyboard.press("Tab")
+    expect(page.page.locator("#input")).to_have_value("/stats")
+    assert page.errors == []
+
+
+def test_the_room_and_member_lists_work_from_the_keyboard(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    dave = clients(server)
+    dave.send("/nick dave", "/join #ops")
+    dave.until(lambda l: l == "*** You are now in #ops")
+    page = pages(url_of(server))
+    page.page.click("#refresh")
+    ops = page.page.locator("#rooms li").filter(has_text="#ops")
+    expect(ops).to_have_count(1)
+    # Tab reaches the room entries; Enter on one joins it and gives the input box the focus.
+    for _ in range(12):
+        page.page.keyboard.press("Tab")
+        if ops.evaluate("el => el.contains(document.activeElement)"):
+            break
+    else:
+        raise AssertionError("Tab never reached the room #ops in the list")
+    page.page.keyboard.press("Enter")
+    expect(page.page.locator("#room-name")).to_have_text("#ops")
+    expect(page.page.locator("#input")).to_be_focused()
+    # A member entry too: Enter starts a private message to them.
+    member = page.page.locator("#members li").filter(has_text="dave")
+    expect(member).to_have_count(1)
+    for _ in range(6):  # back from the input box
+        page.page.keyboard.press("Shift+Tab")
+        if member.evaluate("el => el.contains(document.activeElement)"):
+            break
+    else:
+        raise AssertionError("Shift+Tab never reached dave in the member list")
+    page.page.keyboard.press("Enter")
+    expect(page.page.locator("#input")).to_have_value("/msg dave ")
+    expect(page.page.locator("#input")).to_be_focused()
+    assert page.errors == []
+

@@ -257,14 +257,30 @@
     return (h % 24) * 15;
   }
 
-  function nickSpan(nick) {
+  function nickSpan(nick, clickable = true) {
     const span = document.createElement("span");
     span.className = "nick";
     span.textContent = nick;
     span.style.setProperty("--hue", String(nickHue(nick)));
-    span.title = "Send a private message to " + nick;
-    span.addEventListener("click", () => startPrivate(nick));
+    if (clickable) {
+      span.title = "Send a private message to " + nick;
+      span.addEventListener("click", () => startPrivate(nick));
+    }
     return span;
+  }
+
+  // A list entry that the keyboard reaches (Tab, then Enter or Space): a button filling the
+  // row, or plain text when there is nothing to do (your own room, yourself).
+  function entry(li, children, title, action) {
+    const el = document.createElement(action ? "button" : "span");
+    el.className = "entry";
+    if (action) {
+      el.type = "button";
+      el.title = title;
+      el.addEventListener("click", action);
+    }
+    el.append(...children);
+    li.appendChild(el);
   }
 
   // Text with web addresses as links; every piece goes in as text.
@@ -341,19 +357,23 @@
     const names = Array.from(state.rooms.keys()).sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
     for (const name of names) {
       const li = document.createElement("li");
-      if (sameRoom(name)) li.className = "current";
-      li.title = sameRoom(name) ? "Your room" : "Join " + name;
+      if (sameRoom(name)) {
+        li.className = "current";
+        li.title = "Your room";
+        li.setAttribute("aria-current", "true");
+      }
       const label = document.createElement("span");
       label.className = "name";
       label.textContent = name;
       const count = document.createElement("span");
       count.className = "count";
       count.textContent = String(state.rooms.get(name));
-      li.append(label, count);
-      li.addEventListener("click", () => {
-        if (!sameRoom(name)) sendCommand("/join " + name);
+      const join = sameRoom(name) ? null : () => {
+        sendCommand("/join " + name);
         closeSide();
-      });
+        input.focus();
+      };
+      entry(li, [label, count], "Join " + name, join);
       roomsEl.appendChild(li);
     }
   }
@@ -363,8 +383,9 @@
     const names = state.members.slice().sort((a, b) => a.toLowerCase().localeCompare(b.toLowerCase()));
     for (const name of names) {
       const li = document.createElement("li");
-      li.appendChild(nickSpan(name));
-      if (sameName(name, state.nick)) li.classList.add("me");
+      const me = sameName(name, state.nick);
+      if (me) li.classList.add("me");
+      entry(li, [nickSpan(name, false)], "Send a private message to " + name, me ? null : () => startPrivate(name));
       membersEl.appendChild(li);
     }
     $("member-count").textContent = names.length ? "(" + names.length + ")" : "";
@@ -443,7 +464,7 @@
     const word = m[1];
     let choices;
     if (word.startsWith("/") && m.index === 0) {
-      choices = ["/nick ", "/join ", "/rooms", "/who", "/msg ", "/me ", "/help", "/quit"];
+      choices = ["/nick ", "/join ", "/rooms", "/who", "/msg ", "/me ", "/stats", "/help", "/quit"];
     } else {
       const stem = word.replace(/^@/, "");
       choices = state.members.filter((n) => !sameName(n, state.nick)).map((n) => (word.startsWith("@") ? "@" : "") + n + (m.index === 0 ? ": " : " "));
@@ -467,7 +488,12 @@
     }
     submit(line);
     input.value = "";
+    input.focus(); // after the Send button (by keyboard): the next line goes in the box
   });
+
+  // A click or tap on Send leaves the focus in the box: the next line can be typed at once,
+  // and a phone's keyboard does not fold away after every message.
+  $("send").addEventListener("mousedown", (event) => event.preventDefault());
 
   input.addEventListener("keydown", (event) => {
     if (event.key === "ArrowUp" && !event.shiftKey) {
@@ -488,6 +514,7 @@
     if (!room) return;
     if (sendCommand("/join " + room)) field.value = "";
     closeSide();
+    input.focus();
   });
 
   $("refresh").addEventListener("click", quietRefresh);
