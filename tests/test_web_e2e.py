@@ -390,3 +390,27 @@ def test_the_room_and_member_lists_work_from_the_keyboard(start_server, clients,
     expect(page.page.locator("#input")).to_be_focused()
     assert page.errors == []
 
+
+def test_other_rooms_counts_follow_people_moving_through_yours(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    bob = clients(server)
+    carol = clients(server)
+    carol.send("/join #dev")
+    carol.until(lambda l: l == "*** You are now in #dev")
+    page = pages(url_of(server))
+    dev = page.page.locator("#rooms li").filter(has_text="#dev").locator(".count")
+    lobby = page.page.locator("#rooms li.current .count")
+    expect(dev).to_have_text("1")
+    expect(lobby).to_have_text("2")
+    # bob leaves the lobby for #dev: the page sees "bob left lobby", and #dev's count (a
+    # room it has no presence lines from) follows long before the minute's refresh.
+    bob.send("/join #dev")
+    expect(lobby).to_have_text("1")
+    expect(dev).to_have_text("2")
+    # and back: someone joining from #dev leaves one fewer there.
+    carol.send("/join lobby")
+    expect(lobby).to_have_text("2")
+    expect(dev).to_have_text("1")
+    # The page's own /rooms never shows in the log.
+    expect(page.messages("notice").filter(has_text="#dev (")).to_have_count(0)
+    assert page.errors == []

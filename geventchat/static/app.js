@@ -11,6 +11,10 @@
   const BACKOFF_FIRST = 1000; // ms before the first reconnect attempt
   const BACKOFF_MAX = 30000; // ms between attempts at most
   const REFRESH_EVERY = 60000; // ms between quiet /rooms + /who while the page is visible
+  // ms after someone joins or leaves your room before a quiet /rooms: they came from or
+  // went to another room, whose count only the server knows. One at a time, so a busy
+  // room costs at most one /rooms per this many ms.
+  const ROOMS_AFTER_PRESENCE = 1500;
   const ROOM_RE = /^([A-Za-z0-9_\-#.]{1,32}) \((\d+)\)$/;
   const WHO_RE = /^Members of (\S+) \((\d+)\): ?(.*)$/;
   const WELCOME_RE = /^Welcome, (\S+)! You are in (\S+)\./;
@@ -47,6 +51,7 @@
     roomBatchTimer: null,
     whoBatch: null, // {room, total, names}
     refreshTimer: null,
+    roomsTimer: null, // the pending /rooms after presence
   };
 
   // ------------------------------------------------------------------ the connection
@@ -115,6 +120,14 @@
     // The page's own /rooms and /who: their replies update the panels, not the log.
     if (sendLine("/rooms")) state.quietRooms += 1;
     if (sendLine("/who")) state.quietWho += 1;
+  }
+
+  function roomsSoon() {
+    if (state.roomsTimer) return;
+    state.roomsTimer = setTimeout(() => {
+      state.roomsTimer = null;
+      if (sendLine("/rooms")) state.quietRooms += 1;
+    }, ROOMS_AFTER_PRESENCE);
   }
 
   function setStatus(name, text) {
@@ -205,8 +218,10 @@
       quietRefresh();
     } else if ((m = /^(\S+) joined (\S+)$/.exec(text))) {
       if (sameRoom(m[2]) && !hasMember(m[1])) setMembers(state.members.concat([m[1]]));
+      roomsSoon();
     } else if ((m = /^(\S+) left (\S+)$/.exec(text))) {
       if (sameRoom(m[2])) setMembers(state.members.filter((n) => !sameName(n, m[1])));
+      roomsSoon();
     } else if ((m = /^(\S+) is now known as (\S+)$/.exec(text))) {
       setMembers(state.members.map((n) => (sameName(n, m[1]) ? m[2] : n)));
     } else if ((m = /^(\S+) quit( \(.*\))?$/.exec(text))) {
