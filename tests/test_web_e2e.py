@@ -414,3 +414,20 @@ def test_other_rooms_counts_follow_people_moving_through_yours(start_server, cli
     # The page's own /rooms never shows in the log.
     expect(page.messages("notice").filter(has_text="#dev (")).to_have_count(0)
     assert page.errors == []
+
+
+def test_failed_reconnect_attempts_do_not_fill_the_log(start_server, pages):
+    server = start_server("--web-port", "0")
+    port = web_port(server)
+    page = pages(f"http://127.0.0.1:{port}/")
+    assert server.stop() == 0
+    page.sees("local", "The server went away.")
+    # The attempts at about 1 s and 3 s find nobody there: the banner counts down to the
+    # next, and the log keeps its one line about the connection going.
+    time.sleep(4.5)
+    expect(page.page.locator("#banner")).to_contain_text("Reconnecting")
+    expect(page.messages("local")).to_have_count(1)
+    start_server("--web-port", str(port))
+    page.wait_connected(timeout=20_000)
+    expect(page.messages("local")).to_have_count(1)
+    assert page.errors == []

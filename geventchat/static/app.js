@@ -75,6 +75,10 @@
       return;
     }
     state.ws = ws;
+    let opened = false; // a failed attempt is no news: the banner counts down to the next
+    ws.onopen = () => {
+      opened = true;
+    };
     ws.onmessage = (event) => {
       if (typeof event.data === "string") receive(event.data);
     };
@@ -88,7 +92,7 @@
         showBanner("You left the chat.", "Join again");
         addLocal("You left the chat.");
       } else {
-        addLocal(event.code === 1001 ? "The server went away." : "Connection lost.");
+        if (opened) addLocal(event.code === 1001 ? "The server went away." : "Connection lost.");
         scheduleReconnect();
       }
     };
