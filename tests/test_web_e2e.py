@@ -431,3 +431,33 @@ def test_failed_reconnect_attempts_do_not_fill_the_log(start_server, pages):
     page.wait_connected(timeout=20_000)
     expect(page.messages("local")).to_have_count(1)
     assert page.errors == []
+
+
+def test_reading_back_the_page_stays_put_and_says_new_lines_came(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    carol = clients(server)
+    page = pages(url_of(server), viewport=(900, 400))
+    carol.until(lambda l: l.endswith(" joined lobby"))
+    carol.send(*[f"line {i} of a long scrollback" for i in range(60)])
+    page.sees("chat", "line 59 of a long scrollback")
+    last = page.messages("chat").last
+    expect(last).to_be_in_viewport()  # it follows the newest line
+    jump = page.page.locator("#jump")
+    expect(jump).to_be_hidden()
+
+    page.page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")  # read back
+    carol.send("news while you read")
+    expect(page.messages("chat").filter(has_text="news while you read")).to_have_count(1)
+    expect(jump).to_be_visible()
+    assert page.page.locator("#messages").evaluate("el => el.scrollTop") == 0  # not pulled down
+    jump.click()
+    expect(page.messages("chat").last).to_be_in_viewport()
+    expect(jump).to_be_hidden()
+    expect(page.page.locator("#input")).to_be_focused()
+    # Scrolling down by hand to the end hides it too.
+    page.page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")
+    carol.send("more news")
+    expect(jump).to_be_visible()
+    page.page.locator("#messages").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    expect(jump).to_be_hidden()
+    assert page.errors == []

@@ -29,6 +29,7 @@
   const bannerText = $("banner-text");
   const roomsEl = $("rooms");
   const membersEl = $("members");
+  const jump = $("jump");
 
   const state = {
     ws: null,
@@ -336,8 +337,15 @@
     return new RegExp("(^|[^A-Za-z0-9_\\-\\[\\]{}|^])" + escaped + "($|[^A-Za-z0-9_\\-\\[\\]{}|^])", "i").test(text);
   }
 
+  const nearBottom = () => list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+
+  function toBottom() {
+    list.scrollTop = list.scrollHeight;
+    jump.hidden = true;
+  }
+
   function addMessage(kind, nick, text, extraClass) {
-    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+    const atBottom = nearBottom();
     const li = document.createElement("li");
     li.className = "msg " + kind + (extraClass ? " " + extraClass : "");
     const time = document.createElement("time");
@@ -364,7 +372,9 @@
     if ((kind === "chat" || kind === "action") && nick && !sameName(nick, state.nick) && mentions(text)) li.classList.add("mention");
     list.appendChild(li);
     while (list.childElementCount > MAX_MESSAGES) list.firstElementChild.remove();
-    if (atBottom || extraClass === "self") list.scrollTop = list.scrollHeight;
+    // Reading back: stay there, and say that there is more below.
+    if (atBottom || extraClass === "self") toBottom();
+    else jump.hidden = false;
   }
 
   function addLocal(text) {
@@ -537,6 +547,14 @@
   });
 
   $("refresh").addEventListener("click", quietRefresh);
+
+  list.addEventListener("scroll", () => {
+    if (!jump.hidden && nearBottom()) jump.hidden = true;
+  });
+  jump.addEventListener("click", () => {
+    toBottom();
+    input.focus();
+  });
 
   $("reconnect-now").addEventListener("click", () => {
     state.attempts = 0;
