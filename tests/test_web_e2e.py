@@ -461,3 +461,36 @@ def test_reading_back_the_page_stays_put_and_says_new_lines_came(start_server, c
     page.page.locator("#messages").evaluate("el => { el.scrollTop = el.scrollHeight; }")
     expect(jump).to_be_hidden()
     assert page.errors == []
+
+
+def right_edge(box: dict) -> float:
+    return box["x"] + box["width"]
+
+
+def test_the_longest_names_fit_the_phone_drawer(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    room = "#a-room-with-the-longest-name.ok"  # 32 characters, the most a room may have
+    other = clients(server)
+    other.send("/nick Maximiliana_Bartholomew_Smi", f"/join {room}")
+    other.until(lambda l: l == f"*** You are now in {room}")
+    phone = pages(url_of(server), viewport=(390, 844), is_mobile=True, has_touch=True)
+    phone.say("/nick Wolfeschlegelsteinhausenberg")
+    phone.say(f"/join {room}")
+    expect(phone.page.locator("#room-name")).to_have_text(room)
+    expect(phone.page.locator("#members li")).to_have_count(2)
+    phone.page.tap("#toggle-side")
+    side = phone.page.locator("#side")
+    expect(side).to_be_in_viewport(ratio=1)
+    right = right_edge(side.bounding_box())
+    # The room's count stays in view (the name gives way, with an ellipsis)...
+    count = phone.page.locator("#rooms li.current .count")
+    expect(count).to_have_text("2")
+    assert right_edge(count.bounding_box()) <= right
+    # ... and each name ends inside its row, clear of the "(you)" after one of them.
+    for row in phone.page.locator("#members li").all():
+        name = row.locator(".nick").bounding_box()
+        entry = row.locator(".entry").bounding_box()
+        assert right_edge(name) <= right_edge(entry) + 0.5, (name, entry)
+        assert right_edge(entry) <= right
+    assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.errors == []
