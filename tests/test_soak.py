@@ -24,10 +24,21 @@ connection in the middle of a line and of a TLS record. Its extra checks: every 
 handshake is closed and logged in exactly one console line, and counted in
 geventchat_tls_handshake_failures_total. The TLS differences are the ``tls_*`` functions.
 
+The ``cluster`` run (contract section 8) starts the server as ``--workers 2 --redis-url``
+over a real redis-server (``redis_fixture``; skipped without one unless
+GEVENTCHAT_REQUIRE_REDIS is set). SO_REUSEPORT spreads the clients over the two workers,
+so each room has members on both, and every line must cross from one process to the other
+exactly once and in order; the same faults run. Its extra checks: both workers got
+well-behaved clients (the per-worker series of the metrics page) and every room has
+members on both (Redis); each worker's memory comes back down; neither worker died or was
+started again; the cluster-wide ``/stats`` counts exactly the well-behaved clients (no
+fault client left behind in Redis); and both workers still welcome newcomers. The cluster
+differences are the ``cluster_*`` functions.
+
 Length: GEVENTCHAT_SOAK_SECONDS (default 40 s of chat, about a minute in all) for the
-plain run, GEVENTCHAT_SOAK_TLS_SECONDS (default 20 s) for the TLS run; everything is
-bounded in count and in time. Only loopback; only the server this test started is ever
-signalled.
+plain run, GEVENTCHAT_SOAK_TLS_SECONDS and GEVENTCHAT_SOAK_CLUSTER_SECONDS (default 20 s
+each) for the TLS and cluster runs; everything is bounded in count and in time. Only
+loopback; only the server (and the redis-server) this test started is ever signalled.
 """
 
 from __future__ import annotations
@@ -51,10 +62,12 @@ from gevent import socket as gsocket
 from gevent import ssl as gssl
 
 from conftest import HOST
+from redis_fixture import redis_server  # noqa: F401  (fixture, for the cluster run)
 from geventchat.limits import TLS_HANDSHAKE_TIMEOUT
 
 SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_SECONDS", "40"))
 TLS_SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_TLS_SECONDS", "20"))
+CLUSTER_SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_CLUSTER_SECONDS", "20"))
 WELL_BEHAVED = int(os.environ.get("GEVENTCHAT_SOAK_CLIENTS", "200"))
 ROOMS = 4
 SEND_EVERY = (0.4, 1.6)  # seconds between a well-behaved client's lines (uniform)
@@ -64,6 +77,8 @@ SEED = int(os.environ.get("GEVENTCHAT_SOAK_SEED", "20261125"))
 
 CHAT_RE = re.compile(rb"^(wb\d+): (\d+) (.*)$")
 METRICS_RE = re.compile(r"Metrics at http://127\.0\.0\.1:(\d+)/metrics$")
+# A sample of the metrics page without labels, or (with --workers) with the worker's alone.
+SAMPLE_RE = re.compile(r'^(\w+)(?:\{worker="(\d+)"\})? (\S+)$')
 HANDSHAKE_FAILED_RE = re.compile(r"TLS handshake failed from 127\.0\.0\.1:(\d+) \((.+)\)$")
 # What a read on a socket that was closed meanwhile may raise: gevent's SSLSocket says
 # ValueError ("Read on closed or unwrapped SSL socket") where a plain socket says OSError.
@@ -519,15 +534,22 @@ def inject_faults(soak: Soak, faults: dict) -> None:
 # ------------------------------------------------------------------------------ the test
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape_workers(port: int) -> dict[str, dict[str, float]]:
+    """{name: {worker: value}} of the page's samples with no label but ``worker`` (one
+    process: the worker is "")."""
     with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    figures: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#") and "{" not in line:
-            name, _, value = line.partition(" ")
-            figures[name] = float(value)
-    return figures
+    found: dict[str, dict[str, float]] = {}
+    for match in map(SAMPLE_RE.match, text.splitlines()):
+        if match:
+            found.setdefault(match.group(1), {})[match.group(2) or ""] = float(match.group(3))
+    return found
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The whole server's figures: with --workers the sum over the workers (but each
+    worker's geventchat_rooms counts the whole cluster: their max)."""
+    return {name: (max if name == "geventchat_rooms" else sum)(values.values()) for name, values in scrape_workers(port).items()}
 
 
 def wait_connected(metrics_port: int, count: int, timeout: float) -> float:
@@ -587,20 +609,89 @@ def tls_check(tls: dict) -> None:
     assert tls["bad handshakes not logged"] == 0, tls
 
 
+def newcomer(soak: Soak) -> bytes:
+    """A new client's view: its welcome, /stats, and exit (read until the server closes,
+    so that it is gone everywhere, Redis included, when this returns)."""
+    sock = soak.connect()
+    sock.settimeout(10)
+    sock.sendall(b"/stats\nexit\n")
+    seen = b""
+    for _ in range(50):
+        try:
+            data = sock.recv(4096)
+        except CLOSED:
+            break
+        if not data:
+            break
+        seen += data
+    _close(sock)
+    return seen
+
+
+# ------------------------------------------------------------------------- the cluster
+
+
+def cluster_workers(server) -> list[psutil.Process]:
+    """The worker processes of a --workers 2 server (the parent's children)."""
+    workers = psutil.Process(server.pid).children()
+    assert len(workers) == 2, workers
+    return workers
+
+
+def cluster_spread(metrics_port: int, redis) -> dict:
+    """Where the well-behaved clients are: per worker (the metrics page's series), and
+    per room and process (the members hashes in Redis)."""
+    rooms: dict[int, int] = Counter()  # room -> processes with members in it
+    for key in re.findall(rb"geventchat:members:[^\r\n]+", redis.command("KEYS", "geventchat:members:*")):
+        rooms.update(set(map(int, re.findall(rb"\tsoak(\d+)\r\n", redis.command("HVALS", key.decode())))))
+    connected = scrape_workers(metrics_port)["geventchat_clients_connected"]
+    return {"clients per worker": {w: int(n) for w, n in sorted(connected.items())}, "processes per room": dict(sorted(rooms.items()))}
+
+
+def cluster_check_spread(spread: dict) -> None:
+    per_worker = spread["clients per worker"]
+    assert len(per_worker) == 2 and min(per_worker.values()) > 0, spread  # both workers got some
+    assert sum(per_worker.values()) == WELL_BEHAVED, spread
+    assert spread["processes per room"] == {room: 2 for room in range(ROOMS)}, spread  # each room spans both
+
+
+def cluster_newcomers(soak: Soak, metrics_port: int) -> tuple[list[bytes], dict]:
+    """Newcomers one after the other until each worker has welcomed one (bounded): what
+    each saw, and the newcomers each worker accepted."""
+    before = scrape_workers(metrics_port)["geventchat_connections_accepted_total"]
+    seen: list[bytes] = []
+    for _ in range(30):
+        now = scrape_workers(metrics_port)["geventchat_connections_accepted_total"]
+        if len(seen) >= 2 and all(now.get(w, 0) > before[w] for w in before):
+            break
+        seen.append(newcomer(soak))
+    return seen, {w: int(now.get(w, 0) - before[w]) for w in sorted(before)}
+
+
+def mib(values: list[int]) -> float | list[float]:
+    """Memory figures in MiB: one number for one process, a list for the workers."""
+    rounded = [round(value / (1 << 20), 1) for value in values]
+    return rounded[0] if len(rounded) == 1 else rounded
+
+
 @pytest.mark.parametrize(
     "transport",
     [
         pytest.param("plain", marks=pytest.mark.timeout(int(SOAK_SECONDS) + 180)),
         pytest.param("tls", marks=pytest.mark.timeout(int(TLS_SOAK_SECONDS) + 180)),
+        pytest.param("cluster", marks=pytest.mark.timeout(int(CLUSTER_SOAK_SECONDS) + 180)),
     ],
 )
-def test_soak(start_server, tmp_path, transport):
+def test_soak(start_server, tmp_path, request, transport):
     tls_flags, tls_context = tls_setup(tmp_path) if transport == "tls" else ([], None)
-    seconds = TLS_SOAK_SECONDS if tls_context else SOAK_SECONDS
+    redis = request.getfixturevalue("redis_server") if transport == "cluster" else None
+    cluster_flags = ["--workers", "2", "--redis-url", redis.url] if redis else []
+    seconds = {"plain": SOAK_SECONDS, "tls": TLS_SOAK_SECONDS, "cluster": CLUSTER_SOAK_SECONDS}[transport]
     faults = {**FAULTS, **TLS_FAULTS} if tls_context else FAULTS
-    server = start_server("--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", *tls_flags, start_timeout=20)
+    server = start_server("--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", *tls_flags, *cluster_flags, start_timeout=20)
     metrics_port = int(METRICS_RE.search(server.wait_for(lambda l: METRICS_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
-    proc = psutil.Process(server.pid)
+    # The processes that serve the clients: the server, or its workers.
+    procs = cluster_workers(server) if redis else [psutil.Process(server.pid)]
     soak = Soak(server.port, tls_context)
     started = time.monotonic()
 
@@ -614,8 +705,9 @@ def test_soak(start_server, tmp_path, transport):
     for client in clients:
         assert client.joined.wait(30), f"{client.nick} never got into its room; {soak.problems[:5]}"
     gevent.sleep(1)
-    rss_start = proc.memory_info().rss
-    rss_peak = rss_start
+    spread = cluster_spread(metrics_port, redis) if redis else None
+    rss_start = [p.memory_info().rss for p in procs]
+    rss_peak = list(rss_start)
 
     # The chat, with the faults going on meanwhile.
     senders = [gevent.spawn(c.send_loop) for c in clients]
@@ -623,8 +715,9 @@ def test_soak(start_server, tmp_path, transport):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         gevent.sleep(0.5)
-        rss_peak = max(rss_peak, proc.memory_info().rss)
+        rss_peak = [max(peak, p.memory_info().rss) for peak, p in zip(rss_peak, procs)]
         assert server.proc.poll() is None, "the server died"
+        assert all(p.is_running() for p in procs), "a worker died"
     soak.stop_faults = True
     soak.stop_sending = True
     gevent.joinall(senders, timeout=10)
@@ -635,7 +728,7 @@ def test_soak(start_server, tmp_path, transport):
     drain_deadline = time.monotonic() + 60
     while time.monotonic() < drain_deadline and not all(c.done() for c in clients):
         gevent.sleep(0.2)
-        rss_peak = max(rss_peak, proc.memory_info().rss)
+        rss_peak = [max(peak, p.memory_info().rss) for peak, p in zip(rss_peak, procs)]
     sent = sum(soak.sent.values())
     expected = sum(soak.sent[s] * (len(soak.members[soak.room_of[s]]) - 1) for s in soak.sent)
     missing = {c.nick: {s: soak.sent[s] - c.next_seq.get(s, 0) for s in soak.members[c.room] if s != c.nick and c.next_seq.get(s, 0) != soak.sent[s]} for c in clients}
@@ -645,20 +738,11 @@ def test_soak(start_server, tmp_path, transport):
     # The faults are over: only the well-behaved remain; memory comes back down.
     connected = wait_connected(metrics_port, WELL_BEHAVED, 30)
     gevent.sleep(2)
-    rss_end = proc.memory_info().rss
+    rss_end = [p.memory_info().rss for p in procs]
     server_figures = scrape(metrics_port)
 
-    # And a newcomer is still welcome.
-    newcomer = soak.connect()
-    newcomer.settimeout(10)
-    first = newcomer.recv(4096)
-    newcomer.sendall(b"/stats\n")
-    stats_reply = b""
-    for _ in range(50):
-        if b"connected in" in stats_reply:
-            break
-        stats_reply += newcomer.recv(4096)
-    _close(newcomer)
+    # And a newcomer is still welcome (in the cluster run, by each worker).
+    newcomers, welcomed = cluster_newcomers(soak, metrics_port) if redis else ([newcomer(soak)], None)
 
     soak.closing = True
     for client in clients:
@@ -666,7 +750,6 @@ def test_soak(start_server, tmp_path, transport):
     gevent.joinall([c.reader for c in clients if c.reader is not None], timeout=10)
     tls = tls_figures(soak, server, metrics_port) if tls_context else None
 
-    mib = 1 << 20
     figures = {
         "transport": transport,
         "seconds": round(time.monotonic() - started, 1),
@@ -683,13 +766,15 @@ def test_soak(start_server, tmp_path, transport):
         "fault clients cut by the server": dict(soak.fault_errors),
         "1 MB lines refused (seen)": soak.long_lines_refused,
         "never-readers dropped for send queue (seen)": soak.sink_drops,
-        "server RSS start MiB": round(rss_start / mib, 1),
-        "server RSS peak MiB": round(rss_peak / mib, 1),
-        "server RSS end MiB": round(rss_end / mib, 1),
+        "server RSS start MiB": mib(rss_start),
+        "server RSS peak MiB": mib(rss_peak),
+        "server RSS end MiB": mib(rss_end),
         "server counters": {k.removeprefix("geventchat_"): int(v) for k, v in server_figures.items() if k.startswith("geventchat_")},
     }
     if tls is not None:
         figures["TLS"] = tls
+    if redis is not None:
+        figures["cluster"] = {**spread, "newcomers welcomed per worker": welcomed}  # type: ignore[dict-item]
     print(f"\nSOAK ({transport}) " + json.dumps(figures, indent=1, ensure_ascii=False))
 
     assert not soak.problems, soak.problems[:20]
@@ -698,15 +783,20 @@ def test_soak(start_server, tmp_path, transport):
     assert sent > WELL_BEHAVED * seconds / SEND_EVERY[1] * 0.5, "the chat hardly ran"
     assert all(soak.faults[kind] > 0 for kind in faults), soak.faults
     assert connected == WELL_BEHAVED, f"{connected} connected after the faults, expected {WELL_BEHAVED}"
-    assert first.startswith(b"*** Welcome, "), first
-    assert f"*** {WELL_BEHAVED + 1} connected in".encode() in stats_reply, stats_reply
+    for seen in newcomers:
+        assert seen.startswith(b"*** Welcome, "), seen
+        assert f"\n*** {WELL_BEHAVED + 1} connected in".encode() in seen, seen
     assert server_figures["geventchat_lines_too_long_total"] >= soak.long_lines_refused >= 1
     assert server_figures["geventchat_line_timeouts_total"] >= 1
     assert server_figures["geventchat_sendq_drops_total"] >= soak.sink_drops >= 1
     # Memory back near where it started: what the faults took was given back.
-    assert rss_end <= rss_start * 1.25 + 16 * mib, figures
+    assert all(end <= start * 1.25 + (16 << 20) for start, end in zip(rss_start, rss_end)), figures
     if tls is not None:
         tls_check(tls)
+    if redis is not None:
+        cluster_check_spread(spread)  # type: ignore[arg-type]
+        assert len(welcomed) == 2 and min(welcomed.values()) >= 1, welcomed  # type: ignore[union-attr]
+        assert {p.pid for p in cluster_workers(server)} == {p.pid for p in procs}, "a worker was started again"
     console = server.stdout_lines() + server.stderr_lines()
     bad = [i for i, l in enumerate(console) if "Traceback" in l or "Internal error" in l]
     assert not bad, f"{len(bad)} traceback lines, the first: " + "\n".join(console[bad[0] : bad[0] + 30])
