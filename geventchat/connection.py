@@ -21,6 +21,7 @@ from __future__ import annotations
 import _socket
 import logging
 import socket
+import sys
 import time
 
 from typing import Callable
@@ -298,9 +299,23 @@ class Connection:
         if self.parked:
             self._unpark()  # the new reader sees _stopping and finishes
             return
+        if self._reader is not None and not self._finishing:
+            self._run_callback(self._stop_reader)
+
+    def _stop_reader(self) -> None:
+        """Loop callback: make the reader finish, unless it has begun leaving meanwhile.
+
+        Checked when the throw happens, not when the stop asks for it (as a plain
+        ``kill(block=False)`` would): under load the loop runs part of its callbacks after
+        the next poll, and a reader woken by the client's goodbye in that gap is already
+        leaving, maybe waiting for Redis (``ClusterHub.remove``); a throw there would cut
+        its leave short (no quit line for the others, its name never freed)."""
         reader = self._reader
-        if reader is not None and not self._finishing:
-            reader.kill(_Stop, block=False)
+        if reader is not None and not self._finishing and not reader.dead:
+            try:
+                reader.throw(_Stop)
+            except BaseException:  # as gevent's own kill: report it, never let it into the loop
+                gevent.get_hub().handle_error(reader, *sys.exc_info())
 
     # ------------------------------------------------------------------- parking
 

@@ -533,3 +533,32 @@ def test_a_server_stopping_shows_its_users_quit_elsewhere_and_frees_their_names(
     a.expect(f"*** You are now known as {b.nick}")
     a.send("/who")
     a.expect(f"*** Members of lobby (1): {b.nick}")
+
+
+
+def test_a_stop_while_users_are_leaving_shows_each_of_them_quit_elsewhere(cluster, clients):
+    """SIGTERM while hundreds of users are leaving: each is shown as quit on the other
+    server, and the stopping one ends cleanly. A leaving user waits for Redis (its name is
+    freed before the others are told); the stop used to throw into that wait, cutting the
+    leave short with an "Internal error" traceback: no quit line, the name never freed."""
+    s1, s2 = cluster(2)
+    watcher = clients(s2)
+    leaving = [socket.create_connection(("127.0.0.1", s1.port), timeout=5) for _ in range(300)]
+    joined = set()
+    for _ in leaving:
+        match = re.fullmatch(r"\*\*\* (\S+) joined lobby", watcher.line(timeout=20))
+        assert match, "expected only joins"
+        joined.add(match.group(1))
+    for sock in leaving:  # all leave at once, and the server is told to stop meanwhile
+        sock.close()
+    s1.signal(signal.SIGTERM)
+    assert s1.wait(timeout=15) == 0
+    assert s1.stderr_lines() == []
+    assert not [line for line in s1.stdout_lines() if "Internal error" in line or "Traceback" in line]
+    quits = set()
+    for _ in leaving:
+        match = re.fullmatch(r"\*\*\* (\S+) quit( \(server shutting down\))?", watcher.line(timeout=10))
+        assert match, "expected only quits"
+        quits.add(match.group(1))
+    assert quits == joined
+    watcher.expect_nothing()
