@@ -338,7 +338,27 @@ def verdict(res: dict) -> str:
     for key in ("lost", "duplicates", "reordered", "unexpected", "connect_failed"):
         if res.get(key):
             bad.append(f"{key} {res[key]:,}")
-    return "OK: every delivery arrived once and in order" if not bad else "FAILED: " + ", ".join(bad)
+    if not bad:
+        return "OK: every delivery arrived once and in order"
+    if res.get("lost") and res.get("ended", "done") != "done":
+        bad.append(f"the run ended early: {res['ended']}")
+    return "FAILED: " + ", ".join(bad)
+
+
+def _exit_status(results: list[dict]) -> int:
+    """0 unless the server under test lost, duplicated or reordered anything.
+
+    With --compare (and --sweep over several servers) that is geventchat: the reference
+    servers' failures (the thread-per-client baseline not done by --timeout on a slow
+    machine, say) are figures of theirs, shown in the table and in their verdict line,
+    not a failure of the run. A list without geventchat is judged on all of its servers.
+    """
+    under_test = [r for r in results if r.get("server") == "geventchat"] or results
+    failed = [r for r in results if not r["ok"]]
+    if failed and not any(r in failed for r in under_test):
+        names = ", ".join(sorted({r["server"] for r in failed}))
+        print(f"note: the exit status is geventchat's; {names} failed as shown above", file=sys.stderr)
+    return 0 if all(r["ok"] for r in under_test) else 1
 
 
 def write_json(path: str, payload: dict) -> None:
@@ -450,7 +470,7 @@ def _main(args) -> int:
         print(f"\nplot written to {args.plot}")
         if args.json:
             write_json(args.json, {**_headline(results[0]), "sweep": key, "runs": results})
-        return 0 if all(r["ok"] for r in results) else 1
+        return _exit_status(results)
 
     if args.compare:
         names = _compare_names(args)
@@ -465,7 +485,7 @@ def _main(args) -> int:
         print_ratios(rt)
         if args.json:
             write_json(args.json, {**_headline(results[0]), "compare": results, "ratios": rt})
-        return 0 if all(r["ok"] for r in results) else 1
+        return _exit_status(results)
 
     if args.workers is not None:
         if args.server != "geventchat":

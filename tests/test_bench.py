@@ -229,6 +229,23 @@ def test_compare_runs_the_baselines(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_compare_exit_status_is_geventchats_and_a_failing_reference_is_shown():
+    """A reference server that loses (the threaded baseline not done within --timeout on a
+    slow machine, or here the lossy toy) is a figure of its own in --compare: shown as
+    FAILED with its loss, while the exit status says whether geventchat lost anything."""
+    proc = run_bench("--compare", "--servers", "geventchat,lossy", "--clients", "5", "--messages", "40",
+                     "--stall", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "geventchat: OK: every delivery arrived once and in order" in proc.stdout
+    assert re.search(r"^lossy: FAILED: lost \d", proc.stdout, re.M), proc.stdout
+    assert "the exit status is geventchat's; lossy failed" in proc.stderr
+    # Without geventchat in the list, the servers listed are the ones under test.
+    alone = run_bench("--compare", "--servers", "lossy", "--clients", "5", "--messages", "40", "--stall", "1")
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert "lossy: FAILED: lost" in alone.stdout
+
+
+@pytest.mark.timeout(60)
 def test_sweep_draws_a_png_and_idle_measures_memory(tmp_path):
     png = tmp_path / "sweep.png"
     proc = run_bench("--server", "asyncio", "--sweep", "clients=3,6", "--messages", "10", "--plot", str(png))
