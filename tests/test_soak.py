@@ -307,24 +307,25 @@ def fault_never_read(soak: Soak, rng: random.Random) -> None:
 
 
 def _read_until(sock: gsocket.socket, marker: bytes, seconds: float) -> bool:
-    """Read until ``marker`` shows up (True) or the time is over (False)."""
-    deadline = time.monotonic() + seconds
-    sock.settimeout(0.5)
+    """Read until ``marker`` shows up (True) or the time is over (False).
+
+    The socket's own timeout is left as it is: another greenlet writes on the same socket
+    meanwhile (the 1 MB line, the never-reader's pourer), and a short timeout set here
+    would cut its sendall short whenever the server takes a while to read (over TLS)."""
     tail = b""
-    for _ in range(1_000_000):
-        if time.monotonic() > deadline:
-            return False
-        try:
-            data = sock.recv(65536)
-        except gsocket.timeout:
-            continue
-        except CLOSED:
-            return False
-        if not data:
-            return False
-        tail = tail[-200:] + data
-        if marker in tail:
-            return True
+    with gevent.Timeout(seconds, False):
+        for _ in range(1_000_000):
+            try:
+                data = sock.recv(65536)
+            except gsocket.timeout:
+                continue
+            except CLOSED:
+                return False
+            if not data:
+                return False
+            tail = tail[-200:] + data
+            if marker in tail:
+                return True
     return False
 
 
