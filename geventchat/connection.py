@@ -19,6 +19,7 @@ nobody else is delayed by it.
 from __future__ import annotations
 
 import _socket
+import contextlib
 import logging
 import socket
 import sys
@@ -247,16 +248,10 @@ class Connection:
         deadline = time.monotonic() + timeout
         half_closed = False
         if not self._closed:
-            with gevent.Timeout(timeout, False):
-                try:
-                    self._send_remaining()
-                    self.sock.shutdown(socket.SHUT_WR)
-                    half_closed = True
-                except (OSError, _Stop):
-                    pass  # gone already, or a stop that raced with this close: close anyway
-                except _CLOSED_TLS:
-                    if not self._closed:
-                        raise  # not a close of ours (drop() meanwhile): a bug
+            with self._closing_step(timeout):
+                self._send_remaining()
+                self.sock.shutdown(socket.SHUT_WR)
+                half_closed = True
         # The client now has every line and the end of the stream: it has left, whether or
         # not it closes its side soon (its place must not wait for that).
         self._gone()
@@ -264,19 +259,26 @@ class Connection:
         if half_closed and remaining > 0:
             # Read until the peer closes too: a plain close with unread input would reset
             # the connection and could destroy our last lines before the client read them.
-            with gevent.Timeout(remaining, False):
-                try:
-                    for _ in range(64):
-                        if not self.sock.recv(limits.RECV_SIZE):
-                            break
-                except (OSError, _Stop):
-                    pass
-                except _CLOSED_TLS:
-                    if not self._closed:
-                        raise
+            with self._closing_step(remaining):
+                for _ in range(64):
+                    if not self.sock.recv(limits.RECV_SIZE):
+                        break
         self._closed = True
         self._outbox.clear()
         self.sock.close()
+
+    @contextlib.contextmanager
+    def _closing_step(self, seconds: float):
+        """One step of _flush_and_close, for at most ``seconds``: the peer gone already, or
+        a stop that raced with this close, ends the step quietly (we close anyway)."""
+        with gevent.Timeout(seconds, False):
+            try:
+                yield
+            except (OSError, _Stop):
+                pass
+            except _CLOSED_TLS:
+                if not self._closed:
+                    raise  # not a close of ours (drop() meanwhile): a bug
 
     def _send_remaining(self) -> None:
         while not self._closed:
