@@ -357,6 +357,15 @@ def test_sending_keeps_the_keyboard_in_the_input_box(start_server, clients, page
     assert page.errors == []
 
 
+def press_until_focused(page, key: str, target, tries: int, what: str) -> None:
+    """Press ``key`` until the keyboard focus is inside ``target`` (at most ``tries`` times)."""
+    for _ in range(tries):
+        page.keyboard.press(key)
+        if target.evaluate("el => el.contains(document.activeElement)"):
+            return
+    raise AssertionError(f"{key} never reached {what}")
+
+
 def test_the_room_and_member_lists_work_from_the_keyboard(start_server, clients, pages):
     server = start_server("--web-port", "0")
     dave = clients(server)
@@ -367,24 +376,14 @@ def test_the_room_and_member_lists_work_from_the_keyboard(start_server, clients,
     ops = page.page.locator("#rooms li").filter(has_text="#ops")
     expect(ops).to_have_count(1)
     # Tab reaches the room entries; Enter on one joins it and gives the input box the focus.
-    for _ in range(12):
-        page.page.keyboard.press("Tab")
-        if ops.evaluate("el => el.contains(document.activeElement)"):
-            break
-    else:
-        raise AssertionError("Tab never reached the room #ops in the list")
+    press_until_focused(page.page, "Tab", ops, 12, "the room #ops in the list")
     page.page.keyboard.press("Enter")
     expect(page.page.locator("#room-name")).to_have_text("#ops")
     expect(page.page.locator("#input")).to_be_focused()
     # A member entry too: Enter starts a private message to them.
     member = page.page.locator("#members li").filter(has_text="dave")
     expect(member).to_have_count(1)
-    for _ in range(6):  # back from the input box
-        page.page.keyboard.press("Shift+Tab")
-        if member.evaluate("el => el.contains(document.activeElement)"):
-            break
-    else:
-        raise AssertionError("Shift+Tab never reached dave in the member list")
+    press_until_focused(page.page, "Shift+Tab", member, 6, "dave in the member list")  # back from the input box
     page.page.keyboard.press("Enter")
     expect(page.page.locator("#input")).to_have_value("/msg dave ")
     expect(page.page.locator("#input")).to_be_focused()
