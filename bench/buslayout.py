@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 import gevent
 import psutil
 
-from geventchat.bus import _KEY, _REC, ROOM, _payloads
+from geventchat.chat.bus import _KEY, _REC, ROOM, _payloads
 
 LAYOUTS = ("cluster", "room")
 PREFIX = "buslayout"
@@ -152,7 +152,14 @@ def _subscriber(index: int, setting: Setting, url: str, reports: mp.Queue, go: m
         done_at = time.monotonic()
         cpu = time.process_time() - cpu_start
         pubsub.close()
-        reports.put(("done", "subscriber", index, {"kept": kept, "received": received, "messages": messages, "cpu_s": cpu, "done_at": done_at}))
+        reports.put(
+            (
+                "done",
+                "subscriber",
+                index,
+                {"kept": kept, "received": received, "messages": messages, "cpu_s": cpu, "done_at": done_at},
+            )
+        )
     except BaseException as exc:
         reports.put(("error", "subscriber", index, f"{type(exc).__name__}: {exc}"))
 
@@ -212,7 +219,9 @@ def _collect(reports: mp.Queue, kind: str, count: int, procs: list[mp.Process], 
                 raise MeasurementError(f"process(es) {dead} died without a report") from None
             if time.monotonic() > deadline:
                 missing = count - len(found)
-                raise MeasurementError(f"timed out waiting for {missing} {kind!r} report(s): lines lost, or too slow for --timeout") from None
+                raise MeasurementError(
+                    f"timed out waiting for {missing} {kind!r} report(s): lines lost, or too slow for --timeout"
+                ) from None
             continue
         if what == "error":
             raise MeasurementError(f"{role} {index} failed: {data}")
@@ -226,13 +235,21 @@ def run_setting(setting: Setting, url: str, redis_pid: int, timeout: float) -> d
     """One run of one layout; its figures. Raises MeasurementError if any count is off."""
     rooms_of_lines = line_rooms(setting)
     per_room = collections.Counter(rooms_of_lines)
-    expected_kept = [sum(per_room[room] for room in local_rooms(p, setting.processes, setting.rooms, setting.fraction)) for p in range(setting.processes)]
+    expected_kept = [
+        sum(per_room[room] for room in local_rooms(p, setting.processes, setting.rooms, setting.fraction))
+        for p in range(setting.processes)
+    ]
 
     context = mp.get_context("fork")  # the children share the line plan without pickling it
     reports = context.Queue()
     go = context.Event()
-    procs = [context.Process(target=_subscriber, args=(p, setting, url, reports, go), daemon=True) for p in range(setting.processes)]
-    procs += [context.Process(target=_publisher, args=(i, setting, url, rooms_of_lines, reports, go), daemon=True) for i in range(setting.publishers)]
+    procs = [
+        context.Process(target=_subscriber, args=(p, setting, url, reports, go), daemon=True) for p in range(setting.processes)
+    ]
+    procs += [
+        context.Process(target=_publisher, args=(i, setting, url, rooms_of_lines, reports, go), daemon=True)
+        for i in range(setting.publishers)
+    ]
     redis_process = psutil.Process(redis_pid)
     deadline = time.monotonic() + timeout
     try:
@@ -274,7 +291,8 @@ def run_setting(setting: Setting, url: str, redis_pid: int, timeout: float) -> d
         "received": sum(report["received"] for report in subscribers),
         "kept_per_s": round(kept / wall),
         "messages_published": sum(report["messages"] for report in publishers),
-        "messages_received": sum(report["messages"] for report in subscribers) - setting.publishers * setting.processes,  # without the end markers
+        "messages_received": sum(report["messages"] for report in subscribers)
+        - setting.publishers * setting.processes,  # without the end markers
         "redis_cpu_s": round(redis_cpu, 4),
         "subscribers_cpu_s": round(subscribers_cpu, 4),
         "publishers_cpu_s": round(publishers_cpu, 4),
@@ -305,13 +323,29 @@ class RedisServer:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                        "--client-output-buffer-limit", PUBSUB_BUFFER_LIMIT]
+        self.command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--client-output-buffer-limit",
+            PUBSUB_BUFFER_LIMIT,
+        ]
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        self.proc = subprocess.Popen(
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         client = _redis_client(self.url)
         deadline = time.monotonic() + timeout
         while True:
@@ -361,7 +395,10 @@ def format_table(results: list[dict]) -> str:
     rows = [[heading for heading, _, _ in COLUMNS]]
     rows += [[fmt.format(result[key]) for _, key, fmt in COLUMNS] for result in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))) for row in rows]
+    lines = [
+        "  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -391,10 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--processes", type=_positive, default=4, help="subscriber (server) processes (default 4)")
     p.add_argument("--publishers", type=_positive, default=1, help="publisher processes (default 1)")
-    p.add_argument("--rooms", type=lambda text: _numbers(text, int), default=[1, 10, 100, 1000],
-                   help="numbers of rooms to sweep, comma-separated (default 1,10,100,1000)")
-    p.add_argument("--fraction", type=lambda text: _numbers(text, float), default=[1.0, 0.25],
-                   help="fractions of the rooms each process has members in, comma-separated (default 1,0.25)")
+    p.add_argument(
+        "--rooms",
+        type=lambda text: _numbers(text, int),
+        default=[1, 10, 100, 1000],
+        help="numbers of rooms to sweep, comma-separated (default 1,10,100,1000)",
+    )
+    p.add_argument(
+        "--fraction",
+        type=lambda text: _numbers(text, float),
+        default=[1.0, 0.25],
+        help="fractions of the rooms each process has members in, comma-separated (default 1,0.25)",
+    )
     p.add_argument("--lines", type=_positive, default=200_000, help="lines published per run, in all (default 200000)")
     p.add_argument("--batch", type=_positive, default=50, help="records per batch, one round trip each (default 50)")
     p.add_argument("--size", type=_positive, default=64, help="bytes per line (default 64)")
@@ -418,17 +463,25 @@ def main(argv: list[str] | None = None) -> int:
         for rooms in args.rooms:
             for fraction in args.fraction:
                 for layout in LAYOUTS:
-                    setting = Setting(layout, rooms, fraction, args.processes, args.publishers, args.lines, args.batch, args.size, args.seed)
+                    setting = Setting(
+                        layout, rooms, fraction, args.processes, args.publishers, args.lines, args.batch, args.size, args.seed
+                    )
                     results.append(run_setting(setting, server.url, server.proc.pid, args.timeout))
-                    print(f"  {layout:7} rooms={rooms} fraction={fraction:g}: {results[-1]['wall_s']:.2f} s", file=sys.stderr, flush=True)
+                    print(
+                        f"  {layout:7} rooms={rooms} fraction={fraction:g}: {results[-1]['wall_s']:.2f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     except MeasurementError as exc:
         print(f"buslayout: {exc}", file=sys.stderr)
         return 1
     finally:
         server.stop()
-    print(f"{args.lines:,} lines of {args.size} B in batches of {args.batch}, {args.publishers} publisher(s), "
-          f"{args.processes} subscriber processes, redis-server {server.version}, {os.cpu_count()} CPUs; "
-          "CPU in seconds and in microseconds per published line (us/l)")
+    print(
+        f"{args.lines:,} lines of {args.size} B in batches of {args.batch}, {args.publishers} publisher(s), "
+        f"{args.processes} subscriber processes, redis-server {server.version}, {os.cpu_count()} CPUs; "
+        "CPU in seconds and in microseconds per published line (us/l)"
+    )
     print(format_table(results))
     if args.json:
         document = {

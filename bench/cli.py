@@ -24,41 +24,82 @@ def build_parser() -> argparse.ArgumentParser:
         "Reports deliveries/s, messages/s, latency p50/p99/max, connect time, losses, CPU use.",
     )
     p.add_argument("--host", default=None, help="target a running server at this address (default: start one)")
-    p.add_argument("--port", type=_ports, default=None, metavar="PORT[,PORT...]",
-                   help="port of the running server to target; several ports (one per server process, "
-                   "e.g. of a cluster over Redis): the clients are spread over them in turn")
-    p.add_argument("--server", default="geventchat", choices=["geventchat", "threaded", "asyncio", "ncat", "lossy"],
-                   help="which server to start when no --host/--port is given (default geventchat)")
-    p.add_argument("--server-pid", type=int, default=0,
-                   help="PID of the targeted server, for its CPU and memory (with the processes under it)")
-    p.add_argument("--bus-pid", type=int, default=0,
-                   help="PID of the Redis that links the targeted server processes, for the bus's CPU")
-    p.add_argument("--workers", type=_worker_counts, default=None, metavar="N[,N...]",
-                   help="start geventchat with --workers N over a Redis the bench starts (0: one process "
-                   "without Redis); several counts run side by side, e.g. 0,2, with --repeat")
+    p.add_argument(
+        "--port",
+        type=_ports,
+        default=None,
+        metavar="PORT[,PORT...]",
+        help="port of the running server to target; several ports (one per server process, "
+        "e.g. of a cluster over Redis): the clients are spread over them in turn",
+    )
+    p.add_argument(
+        "--server",
+        default="geventchat",
+        choices=["geventchat", "threaded", "asyncio", "ncat", "lossy"],
+        help="which server to start when no --host/--port is given (default geventchat)",
+    )
+    p.add_argument(
+        "--server-pid",
+        type=int,
+        default=0,
+        help="PID of the targeted server, for its CPU and memory (with the processes under it)",
+    )
+    p.add_argument(
+        "--bus-pid", type=int, default=0, help="PID of the Redis that links the targeted server processes, for the bus's CPU"
+    )
+    p.add_argument(
+        "--workers",
+        type=_worker_counts,
+        default=None,
+        metavar="N[,N...]",
+        help="start geventchat with --workers N over a Redis the bench starts (0: one process "
+        "without Redis); several counts run side by side, e.g. 0,2, with --repeat",
+    )
     p.add_argument("--clients", type=int, default=100, help="connected clients, all in one room (default 100)")
     p.add_argument("--senders", type=int, default=None, help="clients that send (default: all of them)")
     p.add_argument("--messages", type=int, default=200, help="messages per sender (default 200)")
     p.add_argument("--size", type=int, default=64, help="bytes per message, without the newline (default 64)")
-    p.add_argument("--rate", type=float, default=0.0, help="messages per second per sender (default: as fast as the window allows)")
-    p.add_argument("--window", type=int, default=0,
-                   help="messages a sender may have in flight (default: from the sizes, at most 64)")
-    p.add_argument("--procs", type=int, default=max(2, min(8, (os.cpu_count() or 2) // 2)),
-                   help="load-generator worker processes (default: half the cores, at least 2)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="messages per second per sender (default: as fast as the window allows)"
+    )
+    p.add_argument(
+        "--window", type=int, default=0, help="messages a sender may have in flight (default: from the sizes, at most 64)"
+    )
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=max(2, min(8, (os.cpu_count() or 2) // 2)),
+        help="load-generator worker processes (default: half the cores, at least 2)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds the message phase may take (default 120)")
     p.add_argument("--stall", type=float, default=5.0, help="end the run after this many seconds without a delivery (default 5)")
-    p.add_argument("--connect-batch", type=int, default=100,
-                   help="connections opened at once, the next batch after these are welcomed (default 100)")
+    p.add_argument(
+        "--connect-batch",
+        type=int,
+        default=100,
+        help="connections opened at once, the next batch after these are welcomed (default 100)",
+    )
     p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all clients to connect (default 60)")
-    p.add_argument("--idle", action="store_true",
-                   help="connect the clients, measure the server's memory per connection, send nothing")
-    p.add_argument("--compare", action="store_true",
-                   help="run the same scenario against geventchat, the threaded and asyncio baselines and ncat --chat")
-    p.add_argument("--servers", default=",".join(COMPARE_ORDER),
-                   help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat)")
+    p.add_argument(
+        "--idle", action="store_true", help="connect the clients, measure the server's memory per connection, send nothing"
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the same scenario against geventchat, the threaded and asyncio baselines and ncat --chat",
+    )
+    p.add_argument(
+        "--servers",
+        default=",".join(COMPARE_ORDER),
+        help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs per server in --compare; the median is shown (default 1)")
-    p.add_argument("--sweep", default=None, metavar="PARAM=V1,V2,...",
-                   help="run a series varying one of clients, senders, messages, size, rate (e.g. clients=10,100,1000)")
+    p.add_argument(
+        "--sweep",
+        default=None,
+        metavar="PARAM=V1,V2,...",
+        help="run a series varying one of clients, senders, messages, size, rate (e.g. clients=10,100,1000)",
+    )
     p.add_argument("--plot", default="bench-sweep.png", help="PNG file for --sweep (default bench-sweep.png)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,9 +126,18 @@ def _worker_counts(text: str) -> list[int]:
 
 def scenario_from(args) -> Scenario:
     return Scenario(
-        clients=args.clients, senders=args.senders, messages=args.messages, size=args.size, rate=args.rate,
-        window=args.window, procs=args.procs, timeout=args.timeout, connect_batch=args.connect_batch,
-        connect_timeout=args.connect_timeout, stall=args.stall, idle=args.idle,
+        clients=args.clients,
+        senders=args.senders,
+        messages=args.messages,
+        size=args.size,
+        rate=args.rate,
+        window=args.window,
+        procs=args.procs,
+        timeout=args.timeout,
+        connect_batch=args.connect_batch,
+        connect_timeout=args.connect_timeout,
+        stall=args.stall,
+        idle=args.idle,
         progress=not args.no_progress,
     )
 
@@ -261,11 +311,22 @@ def _median(name: str, runs: list[dict]) -> dict:
     ranked = sorted(runs, key=lambda r: (r["ok"], r["deliveries_per_s"]))
     best = dict(ranked[len(ranked) // 2])
     if len(runs) > 1:
-        best["repeats"] = [{"deliveries_per_s": r["deliveries_per_s"], "p99_ms": r["latency_ms"]["p99"],
-                            "deliveries_per_server_cpu_s": r["deliveries_per_server_cpu_s"],
-                            "other_cores_busy": r["other_cores_busy"], "ok": r["ok"]} for r in runs]
-        print(f"{name}: deliveries/s of the {len(runs)} runs: "
-              + ", ".join(f"{r['deliveries_per_s']:,.0f}" for r in runs) + " (median kept)", flush=True)
+        best["repeats"] = [
+            {
+                "deliveries_per_s": r["deliveries_per_s"],
+                "p99_ms": r["latency_ms"]["p99"],
+                "deliveries_per_server_cpu_s": r["deliveries_per_server_cpu_s"],
+                "other_cores_busy": r["other_cores_busy"],
+                "ok": r["ok"],
+            }
+            for r in runs
+        ]
+        print(
+            f"{name}: deliveries/s of the {len(runs)} runs: "
+            + ", ".join(f"{r['deliveries_per_s']:,.0f}" for r in runs)
+            + " (median kept)",
+            flush=True,
+        )
     if not all(r["ok"] for r in runs):
         best["ok"] = False
     print(f"{name}: {verdict(best)}", flush=True)
@@ -430,8 +491,9 @@ def main(argv=None) -> int:
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.host is not None and not _is_loopback(args.host):
-        parser.error("--host must be a loopback address (127.0.0.0/8, localhost or ::1): "
-                     "the benchmark sends load to this machine only")
+        parser.error(
+            "--host must be a loopback address (127.0.0.0/8, localhost or ::1): the benchmark sends load to this machine only"
+        )
     raise_fd_limit()
     try:
         return _main(args)
@@ -464,8 +526,11 @@ def _main(args) -> int:
                 res = run_on(name, sc_v, args)
                 res["sweep_value"] = v
                 results.append(res)
-                print(f"{res['server']} {key}={v}: {res['deliveries_per_s']:,.0f} deliveries/s, "
-                      f"p99 {res['latency_ms']['p99']:.2f} ms, {verdict(res)}", flush=True)
+                print(
+                    f"{res['server']} {key}={v}: {res['deliveries_per_s']:,.0f} deliveries/s, "
+                    f"p99 {res['latency_ms']['p99']:.2f} ms, {verdict(res)}",
+                    flush=True,
+                )
         plot_sweep(key, results, args.plot)
         print(f"\nplot written to {args.plot}")
         if args.json:
@@ -543,6 +608,18 @@ def _compare_names(args) -> list[str]:
 
 
 def _headline(res: dict) -> dict:
-    keys = ("expected", "delivered", "lost", "duplicates", "reordered", "deliveries_per_s", "messages_per_s",
-            "latency_ms", "connect_s", "server_cpu_s", "generator_cpu_s", "deliveries_per_server_cpu_s")
+    keys = (
+        "expected",
+        "delivered",
+        "lost",
+        "duplicates",
+        "reordered",
+        "deliveries_per_s",
+        "messages_per_s",
+        "latency_ms",
+        "connect_s",
+        "server_cpu_s",
+        "generator_cpu_s",
+        "deliveries_per_server_cpu_s",
+    )
     return {k: res.get(k) for k in keys}

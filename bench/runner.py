@@ -57,8 +57,7 @@ class Scenario:
     def describe(self) -> str:
         if self.idle:
             return f"{self.clients} idle clients"
-        text = (f"{self.clients} clients, {self.n_senders()} senders x {self.messages} messages"
-                f" of {self.size} B")
+        text = f"{self.clients} clients, {self.n_senders()} senders x {self.messages} messages of {self.size} B"
         if self.rate:
             text += f" at {self.rate:g}/s each"
         return text
@@ -74,8 +73,7 @@ def _percentile(samples: np.ndarray, q: float) -> float:
     return float(np.percentile(samples, q)) / 1000.0
 
 
-def run(sc: Scenario, host: str, port: "int | list[int]", server_pid: int = 0, label: str = "",
-        bus_pid: int = 0) -> dict:
+def run(sc: Scenario, host: str, port: int | list[int], server_pid: int = 0, label: str = "", bus_pid: int = 0) -> dict:
     """One run against ``host`` at ``port`` (or spread over several ports, client i on
     ``ports[i % len(ports)]``); ``server_pid``'s process tree is measured as the server,
     ``bus_pid`` (a Redis linking server processes) separately as the bus."""
@@ -103,11 +101,22 @@ def run(sc: Scenario, host: str, port: "int | list[int]", server_pid: int = 0, l
     try:
         for k in range(K):
             plan = Plan(
-                host=host, port=port, indices=list(range(k, N, K)), clients=N, senders=S,
-                messages=sc.messages, size=sc.size, window=sc.auto_window(), rate=sc.rate,
-                base_ns=base_ns, connect_batch=max(1, sc.connect_batch // K),
-                connect_timeout=sc.connect_timeout, sample_every=sample_every, coalesce=sc.coalesce,
-                run_limit=sc.timeout + 120, ports=tuple(ports) if len(ports) > 1 else (),
+                host=host,
+                port=port,
+                indices=list(range(k, N, K)),
+                clients=N,
+                senders=S,
+                messages=sc.messages,
+                size=sc.size,
+                window=sc.auto_window(),
+                rate=sc.rate,
+                base_ns=base_ns,
+                connect_batch=max(1, sc.connect_batch // K),
+                connect_timeout=sc.connect_timeout,
+                sample_every=sample_every,
+                coalesce=sc.coalesce,
+                run_limit=sc.timeout + 120,
+                ports=tuple(ports) if len(ports) > 1 else (),
             )
             parent, child = ctx.Pipe()
             p = ctx.Process(target=run_worker, args=(plan, child), daemon=True, name=f"bench-worker-{k}")
@@ -144,8 +153,9 @@ def _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label) -> dict
     # ---------------------------------------------------------------- connect phase
     connected = {}
     deadline = time.monotonic() + sc.connect_timeout + 30
-    bar = tqdm(total=N, desc=f"{label + ': ' if label else ''}connecting", unit="client",
-               disable=not show, leave=False, mininterval=0.3)
+    bar = tqdm(
+        total=N, desc=f"{label + ': ' if label else ''}connecting", unit="client", disable=not show, leave=False, mininterval=0.3
+    )
     while len(connected) < K and time.monotonic() < deadline:
         for pipe in wait([p for p in pipes if id(p) not in connected], timeout=0.5):
             try:
@@ -181,8 +191,15 @@ def _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label) -> dict
         pipe.send(("go", t_go))
     progress = {id(p): (0, 0, False) for p in pipes}
     results = {}
-    bar = tqdm(total=expected, desc=f"{label + ': ' if label else ''}deliveries", unit="line",
-               unit_scale=True, disable=not show or sc.idle, leave=False, mininterval=0.3)
+    bar = tqdm(
+        total=expected,
+        desc=f"{label + ': ' if label else ''}deliveries",
+        unit="line",
+        unit_scale=True,
+        disable=not show or sc.idle,
+        leave=False,
+        mininterval=0.3,
+    )
     last_total = 0
     last_change = time.monotonic()
     ended = "done"
@@ -229,9 +246,26 @@ def _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label) -> dict
                 results[id(pipe)] = msg[1]
     if len(results) < K:
         raise BenchError("a load-generator worker did not report")
-    res = _summarise(sc, list(results.values()), expected, N, S, K, t_go, t_stop, cpu0, cpu1,
-                     connect_s, connect_failed, connect_error, rss0, rss1, ended,
-                     _busy(sys1) - _busy(sys0), (bus1 - bus0) if bus0 is not None and bus1 is not None else None)
+    res = _summarise(
+        sc,
+        list(results.values()),
+        expected,
+        N,
+        S,
+        K,
+        t_go,
+        t_stop,
+        cpu0,
+        cpu1,
+        connect_s,
+        connect_failed,
+        connect_error,
+        rss0,
+        rss1,
+        ended,
+        _busy(sys1) - _busy(sys0),
+        (bus1 - bus0) if bus0 is not None and bus1 is not None else None,
+    )
     res["server_processes"] = server_procs
     return res
 
@@ -240,8 +274,26 @@ def _busy(t) -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
-def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s, connect_failed,
-               connect_error, rss0, rss1, ended, machine_busy, bus_cpu=None) -> dict:
+def _summarise(
+    sc,
+    parts,
+    expected,
+    N,
+    S,
+    K,
+    t_go,
+    t_stop,
+    cpu0,
+    cpu1,
+    connect_s,
+    connect_failed,
+    connect_error,
+    rss0,
+    rss1,
+    ended,
+    machine_busy,
+    bus_cpu=None,
+) -> dict:
     delivered = sum(p["delivered"] for p in parts)
     last = max((p["last_recv_ns"] for p in parts), default=0)
     wall = max(1e-9, (t_stop - t_go) / 1e9)
@@ -256,13 +308,16 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
     if not sc.idle and worker_util and max(worker_util) > 0.85:
         warnings.append(
             f"generator saturated: a worker process used {max(worker_util):.0%} of a core; "
-            "the figures may measure the load generator, not the server (try --procs)")
+            "the figures may measure the load generator, not the server (try --procs)"
+        )
     other = (machine_busy - gen_cpu - (server_cpu or 0.0) - (bus_cpu or 0.0)) / wall
     if not sc.idle and machine_busy > 0.9 * cores * wall:
-        warnings.append(f"all {cores} cores were busy (server {(server_cpu or 0) / wall:.2f}, "
-                        + (f"bus {bus_cpu / wall:.2f}, " if bus_cpu is not None else "")
-                        + f"generator {gen_cpu / wall:.2f}, other processes {max(0.0, other):.2f}): "
-                        "the server was short of CPU, not only of work")
+        warnings.append(
+            f"all {cores} cores were busy (server {(server_cpu or 0) / wall:.2f}, "
+            + (f"bus {bus_cpu / wall:.2f}, " if bus_cpu is not None else "")
+            + f"generator {gen_cpu / wall:.2f}, other processes {max(0.0, other):.2f}): "
+            "the server was short of CPU, not only of work"
+        )
     if not sc.idle and other > 0.25:
         warnings.append(f"other processes used {other:.2f} cores during the run: figures are noisy")
     if connect_failed:
@@ -323,6 +378,7 @@ def _summarise(sc, parts, expected, N, S, K, t_go, t_stop, cpu0, cpu1, connect_s
         "ended": ended,
         "warnings": warnings,
     }
-    res["ok"] = (res["lost"] == 0 and res["duplicates"] == 0 and res["reordered"] == 0
-                 and res["unexpected"] == 0 and connect_failed == 0)
+    res["ok"] = (
+        res["lost"] == 0 and res["duplicates"] == 0 and res["reordered"] == 0 and res["unexpected"] == 0 and connect_failed == 0
+    )
     return res

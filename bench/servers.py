@@ -37,9 +37,19 @@ def _command(name: str, host: str, port: int, clients: int, workers: int = 0, re
     py = [sys.executable, "-m"]
     if name == "geventchat":
         # --max-clients leaves room above the benchmark's clients
-        cmd = py + ["geventchat.server", "--host", host, "--port", "0", "--quiet", "--no-presence",
-                    "--max-clients", str(max(10_000, clients + 100)),
-                    "--max-per-ip", str(max(10_000, clients + 100))]  # every client is on 127.0.0.1
+        cmd = py + [
+            "geventchat.server",
+            "--host",
+            host,
+            "--port",
+            "0",
+            "--quiet",
+            "--no-presence",
+            "--max-clients",
+            str(max(10_000, clients + 100)),
+            "--max-per-ip",
+            str(max(10_000, clients + 100)),
+        ]  # every client is on 127.0.0.1
         if workers:
             cmd += ["--workers", str(workers), "--redis-url", redis_url]
         return cmd
@@ -78,12 +88,16 @@ class ServerProcess:
     def pid(self) -> int:
         return self.proc.pid if self.proc else 0
 
-    def start(self, timeout: float = 20.0) -> "ServerProcess":
+    def start(self, timeout: float = 20.0) -> ServerProcess:
         port = free_port(self.host) if self.name == "ncat" else 0
         cmd = _command(self.name, self.host, port, self.clients, self.workers, self.redis_url)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         threading.Thread(target=self._drain, daemon=True).start()
@@ -129,7 +143,7 @@ class ServerProcess:
             self.proc.kill()
             return self.proc.wait(5)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -164,14 +178,16 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "RedisProcess":
+    def start(self, timeout: float = 10.0) -> RedisProcess:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("--workers needs redis-server (on Debian: apt-get install redis-server)")
         self.port = free_port(self.host)
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", self.host, "--save", "", "--appendonly", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:

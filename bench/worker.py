@@ -32,7 +32,9 @@ KEY_SCALE = 10**SEQ_W  # key = sid * KEY_SCALE + seq
 MAX_SENDERS = 10**SID_W
 RECV_SIZE = 64 * 1024  # not more: glibc serves bigger blocks with mmap, 5x slower per recv
 MAX_PARTIAL = 1 << 20
-SMALL_CHUNK = 24  # up to this many lines a chunk is checked in plain Python  # a "line" longer than this is garbage: count it and drop it
+SMALL_CHUNK = (
+    24  # up to this many lines a chunk is checked in plain Python  # a "line" longer than this is garbage: count it and drop it
+)
 
 _OFFSETS = np.arange(1, HEADER, dtype=np.intp)
 _P_KEY = np.array([10**i for i in range(SID_W + SEQ_W - 1, -1, -1)], dtype=np.int64)
@@ -70,8 +72,23 @@ class Plan:
 
 class Client:
     __slots__ = (
-        "idx", "sock", "fd", "partial", "nx", "got", "expected", "lines", "joined", "dead",
-        "sid", "sent", "out", "ack", "acks_for", "missing", "sender_base",
+        "idx",
+        "sock",
+        "fd",
+        "partial",
+        "nx",
+        "got",
+        "expected",
+        "lines",
+        "joined",
+        "dead",
+        "sid",
+        "sent",
+        "out",
+        "ack",
+        "acks_for",
+        "missing",
+        "sender_base",
     )
 
     def __init__(self, idx: int, senders: int, messages: int) -> None:
@@ -143,7 +160,7 @@ class Worker:
         first_error = ""
         batch = max(1, plan.connect_batch)
         for start in range(0, len(self.clients), batch):
-            group = self.clients[start:start + batch]
+            group = self.clients[start : start + batch]
             for c in group:
                 s = socket.socket(socket.AF_INET6 if ":" in plan.host else socket.AF_INET, socket.SOCK_STREAM)
                 s.setblocking(False)
@@ -169,7 +186,7 @@ class Worker:
                     failed += 1
                     first_error = first_error or c.dead
             if time.monotonic() >= deadline:
-                for c in self.clients[start + batch:]:
+                for c in self.clients[start + batch :]:
                     c.dead = c.dead or "connect timeout"
                     failed += 1
                 break

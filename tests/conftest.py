@@ -178,7 +178,7 @@ class ServerProcess:
             except Exception:
                 pass
 
-    def client(self, **kwargs) -> "ChatClient":
+    def client(self, **kwargs) -> ChatClient:
         return ChatClient(self.port, **kwargs)
 
 
@@ -272,7 +272,7 @@ class ChatClient:
         self.sock.settimeout(remaining)
         try:
             data = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError from None
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
             data = b""

@@ -14,7 +14,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import _die_with_parent
 
 

@@ -75,9 +75,19 @@ from bench.worker import Plan, Worker, format_message  # noqa: E402
 
 def make_worker(senders: int = 3, messages: int = 50, clients: int = 4) -> Worker:
     plan = Plan(
-        host="127.0.0.1", port=1, indices=list(range(clients)), clients=clients, senders=senders,
-        messages=messages, size=64, window=8, rate=0, base_ns=time.monotonic_ns(), connect_batch=10,
-        connect_timeout=1, sample_every=1,
+        host="127.0.0.1",
+        port=1,
+        indices=list(range(clients)),
+        clients=clients,
+        senders=senders,
+        messages=messages,
+        size=64,
+        window=8,
+        rate=0,
+        base_ns=time.monotonic_ns(),
+        connect_batch=10,
+        connect_timeout=1,
+        sample_every=1,
     )
     return Worker(plan, None)
 
@@ -142,19 +152,31 @@ def server_under_test() -> str:
 def run_bench(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bench", "--no-progress", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
-JSON_KEYS = {"expected", "delivered", "lost", "duplicates", "deliveries_per_s", "messages_per_s",
-             "latency_ms", "connect_s", "reordered", "server_cpu_s", "generator_cpu_s"}
+JSON_KEYS = {
+    "expected",
+    "delivered",
+    "lost",
+    "duplicates",
+    "deliveries_per_s",
+    "messages_per_s",
+    "latency_ms",
+    "connect_s",
+    "reordered",
+    "server_cpu_s",
+    "generator_cpu_s",
+}
 
 
 @pytest.mark.timeout(60)
 def test_small_run_against_the_real_server_delivers_exactly(tmp_path):
     out = tmp_path / "run.json"
-    proc = run_bench("--server", server_under_test(), "--clients", "12", "--senders", "4", "--messages", "30",
-                     "--json", str(out))
+    proc = run_bench("--server", server_under_test(), "--clients", "12", "--senders", "4", "--messages", "30", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
@@ -213,8 +235,9 @@ def test_a_lossy_server_makes_it_fail_and_report_the_loss(tmp_path):
 @pytest.mark.timeout(90)
 def test_compare_runs_the_baselines(tmp_path):
     out = tmp_path / "compare.json"
-    servers = ",".join([server_under_test(), "threaded", "asyncio"] if server_under_test() == "geventchat"
-                       else ["threaded", "asyncio"])
+    servers = ",".join(
+        [server_under_test(), "threaded", "asyncio"] if server_under_test() == "geventchat" else ["threaded", "asyncio"]
+    )
     proc = run_bench("--compare", "--servers", servers, "--clients", "6", "--messages", "20", "--json", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
@@ -233,8 +256,7 @@ def test_compare_exit_status_is_geventchats_and_a_failing_reference_is_shown():
     """A reference server that loses (the threaded baseline not done within --timeout on a
     slow machine, or here the lossy toy) is a figure of its own in --compare: shown as
     FAILED with its loss, while the exit status says whether geventchat lost anything."""
-    proc = run_bench("--compare", "--servers", "geventchat,lossy", "--clients", "5", "--messages", "40",
-                     "--stall", "1")
+    proc = run_bench("--compare", "--servers", "geventchat,lossy", "--clients", "5", "--messages", "40", "--stall", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "geventchat: OK: every delivery arrived once and in order" in proc.stdout
     assert re.search(r"^lossy: FAILED: lost \d", proc.stdout, re.M), proc.stdout
@@ -259,8 +281,9 @@ def test_sweep_draws_a_png_and_idle_measures_memory(tmp_path):
 @pytest.mark.timeout(30)
 def test_rate_paces_the_senders(tmp_path):
     out = tmp_path / "rate.json"
-    proc = run_bench("--server", "asyncio", "--clients", "4", "--senders", "2", "--messages", "15", "--rate", "50",
-                     "--json", str(out))
+    proc = run_bench(
+        "--server", "asyncio", "--clients", "4", "--senders", "2", "--messages", "15", "--rate", "50", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 
@@ -283,7 +306,8 @@ def test_bad_flags_exit_non_zero():
     assert proc.stderr.strip().splitlines()[-1].startswith("bench: error: cannot connect to 127.0.0.1:")
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)
@@ -335,8 +359,9 @@ def test_several_ports_spread_the_clients_over_a_cluster(redis_server, tmp_path)
             servers.append(start_module("geventchat.server", "--quiet", "--redis-url", redis_server.url))
         ports = [port for _, port in servers]
         out = tmp_path / "cluster.json"
-        proc = run_bench("--port", f"{ports[0]},{ports[1]}", "--clients", "10", "--senders", "4",
-                         "--messages", "25", "--json", str(out))
+        proc = run_bench(
+            "--port", f"{ports[0]},{ports[1]}", "--clients", "10", "--senders", "4", "--messages", "25", "--json", str(out)
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         import json
 
@@ -355,8 +380,7 @@ def test_workers_runs_one_process_and_a_cluster_side_by_side(redis_server, tmp_p
     if server_under_test() != "geventchat":
         pytest.skip("needs geventchat's --workers")
     out = tmp_path / "workers.json"
-    proc = run_bench("--workers", "0,2", "--clients", "12", "--senders", "3", "--messages", "40",
-                     "--json", str(out), timeout=100)
+    proc = run_bench("--workers", "0,2", "--clients", "12", "--senders", "3", "--messages", "40", "--json", str(out), timeout=100)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     import json
 

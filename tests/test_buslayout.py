@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.buslayout import local_rooms
 from redis_fixture import _missing
+
+from bench.buslayout import local_rooms
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,13 +32,35 @@ def test_both_layouts_deliver_every_expected_record(tmp_path):
     lines, batch, processes = 3000, 20, 2
     out = tmp_path / "buslayout.json"
     run = subprocess.run(
-        [sys.executable, "-m", "bench.buslayout", "--processes", str(processes), "--rooms", "1,20", "--fraction", "1,0.5",
-         "--lines", str(lines), "--batch", str(batch), "--timeout", "20", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "bench.buslayout",
+            "--processes",
+            str(processes),
+            "--rooms",
+            "1,20",
+            "--fraction",
+            "1,0.5",
+            "--lines",
+            str(lines),
+            "--batch",
+            str(batch),
+            "--timeout",
+            "20",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     table = run.stdout.splitlines()
-    assert sum(line.startswith("cluster") for line in table) == 4 and sum(line.startswith("room ") for line in table) == 4, run.stdout
+    assert sum(line.startswith("cluster") for line in table) == 4 and sum(line.startswith("room ") for line in table) == 4, (
+        run.stdout
+    )
 
     results = json.loads(out.read_text())["results"]
     assert [(r["layout"], r["rooms"], r["fraction"]) for r in results] == [

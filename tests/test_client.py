@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from geventchat import client, protocol  # noqa: E402
-from geventchat.client_ui import ChatCompleter, ChatState, format_line, nick_style  # noqa: E402
+from geventchat.client import base as client  # noqa: E402
+from geventchat.client.ui import ChatCompleter, ChatState, format_line, nick_style  # noqa: E402
+from geventchat.core import protocol  # noqa: E402
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,7 +46,11 @@ class RealServer:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "geventchat.server", "--host", "127.0.0.1", "--port", "0"],
-            cwd=ROOT, env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.output: list[str] = []
         ready: queue.Queue[int] = queue.Queue()
@@ -174,7 +179,11 @@ class PipeClient:
     def __init__(self, port: int, *args: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "geventchat.client", "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=ROOT, env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=ENV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
@@ -245,7 +254,11 @@ def pipe_client():
 def run_client(port: int, stdin: str, *args: str, timeout: float = 15) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "geventchat.client", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT, env=ENV, input=stdin.encode(), capture_output=True, timeout=timeout,
+        cwd=ROOT,
+        env=ENV,
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=timeout,
     )
 
 
@@ -282,8 +295,6 @@ def test_end_of_input_leaves_cleanly(server, raw):
     assert lines[-1] == "Disconnected from server"
     assert "Connection closed by server" not in lines
     other.expect_any(r"\S+: last words without newline")
-
-
 
 
 def test_quit_command_leaves_like_exit(server):
@@ -359,16 +370,23 @@ def test_refused_connection_is_one_line_and_status_2():
 
 def test_bad_flags_exit_non_zero_without_traceback():
     for args in (["--port", "99999"], ["--nick", "two words"], ["--room", "no/slash"], ["--bogus"]):
-        done = subprocess.run([sys.executable, "-m", "geventchat.client", *args], cwd=ROOT, env=ENV,
-                              capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "geventchat.client", *args],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 2, args
         assert "Traceback" not in done.stderr.decode()
         assert done.stderr.decode().splitlines()[-1].startswith("geventchat: error:")
 
 
 def test_help():
-    done = subprocess.run([sys.executable, "-m", "geventchat.client", "--help"], cwd=ROOT, env=ENV,
-                          capture_output=True, timeout=10)
+    done = subprocess.run(
+        [sys.executable, "-m", "geventchat.client", "--help"], cwd=ROOT, env=ENV, capture_output=True, timeout=10
+    )
     assert done.returncode == 0
     for flag in ("--host", "--port", "--nick", "--room"):
         assert flag in done.stdout.decode()
@@ -506,7 +524,8 @@ def render(fragments) -> str:
     from prompt_toolkit.output.color_depth import ColorDepth
     from prompt_toolkit.output.vt100 import Vt100_Output
     from prompt_toolkit.renderer import print_formatted_text
-    from geventchat.client_ui import STYLE
+
+    from geventchat.client.ui import STYLE
 
     stream = io.StringIO()
     output = Vt100_Output(stream, lambda: None, term="xterm-256color")
@@ -547,9 +566,17 @@ def test_completion_of_commands_and_seen_nicknames():
     from prompt_toolkit.document import Document
 
     state = ChatState()
-    for line in ("*** Welcome, me! You are in lobby. Type /help for commands.", "Alice: hi", "* bob waves",
-                 "*** carol joined lobby", "*** dave joined lobby", "*** dave quit", "*** bob is now known as Bobby",
-                 "evil\x1b: x", "*** You are now known as me2"):
+    for line in (
+        "*** Welcome, me! You are in lobby. Type /help for commands.",
+        "Alice: hi",
+        "* bob waves",
+        "*** carol joined lobby",
+        "*** dave joined lobby",
+        "*** dave quit",
+        "*** bob is now known as Bobby",
+        "evil\x1b: x",
+        "*** You are now known as me2",
+    ):
         state.see(protocol.terminal_safe(line))
     assert state.me == "me2" and state.room == "lobby"
     assert sorted(state.nicks.values()) == ["Alice", "Bobby", "carol", "evil"]

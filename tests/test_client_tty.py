@@ -43,17 +43,30 @@ class Tmux:
     def __init__(self, command: str) -> None:
         self.socket_name = f"gchat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         # The shell line after the client keeps the pane (and its exit status) on screen.
-        shell = f"{command}; echo \"[exit $?]\"; sleep 60"
+        shell = f'{command}; echo "[exit $?]"; sleep 60'
         self.tmux(
-            "new-session", "-d", "-s", "chat", "-x", str(WIDTH), "-y", str(HEIGHT),
-            "env", f"PYTHONPATH={ROOT}", "sh", "-c", shell,
+            "new-session",
+            "-d",
+            "-s",
+            "chat",
+            "-x",
+            str(WIDTH),
+            "-y",
+            str(HEIGHT),
+            "env",
+            f"PYTHONPATH={ROOT}",
+            "sh",
+            "-c",
+            shell,
         )
         self.socket_path = self.tmux("display-message", "-p", "#{socket_path}").strip()
 
     def tmux(self, *args: str) -> str:
         done = subprocess.run(
             [TMUX, "-L", self.socket_name, "-f", "/dev/null", *args],  # type: ignore[list-item]
-            capture_output=True, timeout=10, cwd=ROOT,
+            capture_output=True,
+            timeout=10,
+            cwd=ROOT,
         )
         assert done.returncode == 0, (args, done.stderr)
         return done.stdout.decode("utf-8", "replace")
@@ -138,8 +151,10 @@ def test_incoming_message_does_not_break_the_line_being_typed(server, tmux_sessi
         # The message appears above the input line, and the half line is intact on it (the
         # prompt is redrawn right after the message is printed, so wait for both).
         lines = term.wait_screen(
-            lambda lines: any(line.endswith(f"{other.nick}: message from the raw client") for line in lines)
-            and term.input_line(lines) == f"{prompt} half a line",
+            lambda lines: (
+                any(line.endswith(f"{other.nick}: message from the raw client") for line in lines)
+                and term.input_line(lines) == f"{prompt} half a line"
+            ),
             "the message above the intact half line",
         )
         shown = next(i for i, line in enumerate(lines) if line.endswith(f"{other.nick}: message from the raw client"))

@@ -13,7 +13,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import ChatClient, run_server_command
 from redis_fixture import redis_server  # noqa: F401  (fixture)
 
@@ -282,7 +281,9 @@ def test_redis_gone_local_chat_goes_on_and_the_link_comes_back(cluster, clients)
 def test_workers_needs_redis_url():
     result = run_server_command("--workers", "2", "--port", "0")
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == ["Error: --workers needs --redis-url (the worker processes share one chat through Redis)"]
+    assert result.stderr.strip().splitlines() == [
+        "Error: --workers needs --redis-url (the worker processes share one chat through Redis)"
+    ]
 
 
 def test_unreachable_redis_is_one_line_and_exit_1(redis_server):  # noqa: F811
@@ -439,7 +440,10 @@ def test_a_name_taken_twice_while_redis_was_away_is_changed_on_one_side(cluster,
         for client in (a, b):
             notices += [line for line in client.sync() if "taken on another server" in line]
     assert len(notices) == 1, notices
-    assert re.fullmatch(r"\*\*\* Your nickname (zed|ZED) was taken on another server while the link was down: you are now known as (zed|ZED)-2", notices[0]), notices
+    assert re.fullmatch(
+        r"\*\*\* Your nickname (zed|ZED) was taken on another server while the link was down: you are now known as (zed|ZED)-2",
+        notices[0],
+    ), notices
     a.send("/who")
     names = sorted(a.line().split(": ", 1)[1].split())
     assert sorted(n.lower() for n in names) == ["zed", "zed-2"], names
@@ -460,7 +464,7 @@ def test_a_killed_worker_is_restarted_and_its_users_quit(start_server, redis_ser
         try:
             client.sock.settimeout(0.5)
             data = client.sock.recv(65536, socket.MSG_PEEK)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             data = b"alive"
         except OSError:
             data = b""
@@ -516,9 +520,13 @@ def test_a_worker_restarted_while_redis_is_away_serves_its_users(start_server, r
 
 def test_workers_do_not_share_a_port_with_another_server(start_server, redis_server):  # noqa: F811
     first = start_server("--workers", "2", "--redis-url", redis_server.url)
-    result = run_server_command("--workers", "2", "--redis-url", redis_server.url, "--host", "127.0.0.1", "--port", str(first.port))
+    result = run_server_command(
+        "--workers", "2", "--redis-url", redis_server.url, "--host", "127.0.0.1", "--port", str(first.port)
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{first.port}: port {first.port} is already in use"]
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{first.port}: port {first.port} is already in use"
+    ]
 
 
 def test_a_server_stopping_shows_its_users_quit_elsewhere_and_frees_their_names(cluster, clients):
@@ -533,7 +541,6 @@ def test_a_server_stopping_shows_its_users_quit_elsewhere_and_frees_their_names(
     a.expect(f"*** You are now known as {b.nick}")
     a.send("/who")
     a.expect(f"*** Members of lobby (1): {b.nick}")
-
 
 
 def test_a_stop_while_users_are_leaving_shows_each_of_them_quit_elsewhere(cluster, clients):

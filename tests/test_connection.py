@@ -2,8 +2,6 @@
 
 import threading
 
-from conftest import ChatClient
-
 
 def test_a_burst_from_one_sender_does_not_push_a_live_reader_over_the_send_queue(quiet_server):
     """4 MiB sent in one go (four times the default --max-sendq) reaches a reader that keeps
@@ -47,6 +45,7 @@ PARKED = 2.6  # seconds: past geventchat.limits.PARK_AFTER (2.0)
 
 def test_parked_connections_still_chat_both_ways_and_in_order(quiet_server):
     import time
+
     a, b = quiet_server.client(), quiet_server.client()
     time.sleep(PARKED)  # both silent: both parked
     a.send("after a pause", "and another")
@@ -62,7 +61,9 @@ def test_parked_connections_still_chat_both_ways_and_in_order(quiet_server):
 
 
 def test_a_stop_reaches_parked_connections(start_server):
-    import signal, time
+    import signal
+    import time
+
     server = start_server()
     idle = [server.client() for _ in range(3)]
     time.sleep(PARKED)
@@ -76,6 +77,7 @@ def test_a_stop_reaches_parked_connections(start_server):
 
 def test_a_parked_client_that_never_reads_is_still_dropped(start_server):
     import time
+
     server = start_server("--max-sendq", "65536", "--no-presence", "--quiet")
     stuck = server.client(rcvbuf=4096)
     talker, listener = server.client(), server.client()

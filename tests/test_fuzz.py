@@ -22,8 +22,9 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geventchat import commands, protocol
-from geventchat.hub import Hub
+from geventchat.chat import commands
+from geventchat.chat.hub import Hub
+from geventchat.core import protocol
 
 EXAMPLES = int(os.environ.get("GEVENTCHAT_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -102,9 +103,13 @@ def command_line(draw) -> bytes:
     if kind == 0:
         text = "/" + draw(st.sampled_from(NAMES)) + draw(st.sampled_from(["", " ", "  "])) + draw(hostile_text)
     elif kind == 1:
-        text = "/" + draw(st.sampled_from(["nick", "join", "msg"])) + " " + draw(
-            st.text(alphabet="abcXYZ019_-[]{}|^#.", min_size=0, max_size=40)
-        ) + draw(st.sampled_from(["", " hi", " " + "x" * 40]))
+        text = (
+            "/"
+            + draw(st.sampled_from(["nick", "join", "msg"]))
+            + " "
+            + draw(st.text(alphabet="abcXYZ019_-[]{}|^#.", min_size=0, max_size=40))
+            + draw(st.sampled_from(["", " hi", " " + "x" * 40]))
+        )
     elif kind == 2:
         text = draw(st.sampled_from(["exit", " exit ", "//", "//x", "/", "/quit", "/quit bye"]))
     else:

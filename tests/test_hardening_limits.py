@@ -13,10 +13,10 @@ import threading
 import time
 
 import pytest
-
 from conftest import HOST, ChatClient, join_all, run_server_command
-from geventchat.guard import AddressCounts, Sweeper, sweep_interval
-from geventchat.protocol import LineFramer
+
+from geventchat.core.protocol import LineFramer
+from geventchat.doors.guard import AddressCounts, Sweeper, sweep_interval
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -212,7 +212,9 @@ def test_throttled_client_is_not_timed_out(start_server, clients):
     assert not server.count_text(f"Client 127.0.0.1:{a.port} disconnected (line timeout)")
 
 
-@pytest.mark.parametrize("flags", [("--idle-timeout", "-1"), ("--line-timeout", "soon"), ("--max-per-ip", "0"), ("--line-timeout", "nan")])
+@pytest.mark.parametrize(
+    "flags", [("--idle-timeout", "-1"), ("--line-timeout", "soon"), ("--max-per-ip", "0"), ("--line-timeout", "nan")]
+)
 def test_bad_timeout_flags(flags):
     result = run_server_command("--host", HOST, *flags)
     assert result.returncode == 2, result
@@ -301,10 +303,13 @@ def test_sweep_interval():
 # ------------------------------------------------------- timeouts reach parked readers
 
 
-@pytest.mark.parametrize("flags, send, reason", [
-    (("--idle-timeout", "3"), b"", "idle timeout"),
-    (("--line-timeout", "3"), b"half a line, then silence", "line timeout"),
-])
+@pytest.mark.parametrize(
+    "flags, send, reason",
+    [
+        (("--idle-timeout", "3"), b"", "idle timeout"),
+        (("--line-timeout", "3"), b"half a line, then silence", "line timeout"),
+    ],
+)
 def test_timeouts_reach_a_parked_connection(start_server, clients, flags, send, reason):
     """A reader silent for PARK_AFTER (2 s) holds no greenlet; the sweeper still drops it."""
     server = start_server(*flags)

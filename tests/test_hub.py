@@ -2,8 +2,9 @@
 
 import pytest
 
-from geventchat import commands, protocol
-from geventchat.hub import Hub
+from geventchat.chat import commands
+from geventchat.chat.hub import Hub
+from geventchat.core import protocol
 
 
 class FakeMember:

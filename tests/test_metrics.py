@@ -14,9 +14,8 @@ import urllib.error
 import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import HOST, ChatClient, join_all, run_server_command
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -154,7 +153,9 @@ def test_tls_handshake_failures_are_counted(start_server, tmp_path):
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    server = start_server("--metrics-port", "0", "--web-port", "0", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
+    server = start_server(
+        "--metrics-port", "0", "--web-port", "0", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")
+    )
     port = metrics_port(server)
     plain = ChatClient(server.port, welcome=False)
     plain.send("plain text")

@@ -17,15 +17,14 @@ import time
 import urllib.request
 
 import pytest
+from conftest import HOST, run_server_command
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-
-from conftest import HOST, run_server_command
 from redis_fixture import redis_server  # noqa: F401  (fixture)
 from test_cluster import connect_over_both, members_per_process
 
-from geventchat.metrics import COUNTERS, Stats, StatsCollector
-from geventchat.workermetrics import merge
+from geventchat.server.metrics import COUNTERS, Stats, StatsCollector
+from geventchat.server.workermetrics import merge
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -118,7 +117,12 @@ def test_one_page_covers_every_worker(start_server, redis_server, clients):  # n
     for _, name, help_text in COUNTERS:
         assert families[name].documentation == help_text
         assert {s.labels["worker"] for s in families[name].samples} == {"1", "2"}, name
-    for name in ("geventchat_clients_connected", "geventchat_rooms", "process_resident_memory_bytes", "process_cpu_seconds_total"):
+    for name in (
+        "geventchat_clients_connected",
+        "geventchat_rooms",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ):
         assert set(now[name]) == {"1", "2"}, name
     lobby = {s.labels["worker"]: s.value for s in families["geventchat_room_members"].samples if s.labels["room"] == "lobby"}
     assert lobby == {"1": len(group), "2": len(group)}  # rooms are counted cluster-wide by each
@@ -130,7 +134,9 @@ def test_one_page_covers_every_worker(start_server, redis_server, clients):  # n
     for pid in workers.values():
         listening = [c for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
         assert port not in {c.laddr.port for c in listening}
-    private_dir = os.path.dirname(next(c.laddr for c in psutil.Process(workers["1"]).net_connections(kind="unix") if WORKER_SOCKET_RE.search(c.laddr or "")))
+    private_dir = os.path.dirname(
+        next(c.laddr for c in psutil.Process(workers["1"]).net_connections(kind="unix") if WORKER_SOCKET_RE.search(c.laddr or ""))
+    )
 
     assert server.stop() == 0
     assert server.stderr_lines() == []
@@ -199,11 +205,15 @@ def test_workers_metrics_port_in_use(redis_server):  # noqa: F811
         blocker.bind((HOST, 0))
         blocker.listen(1)
         taken = blocker.getsockname()[1]
-        result = run_server_command("--host", HOST, "--port", "0", "--workers", "2", "--redis-url", redis_server.url, "--metrics-port", str(taken))
+        result = run_server_command(
+            "--host", HOST, "--port", "0", "--workers", "2", "--redis-url", redis_server.url, "--metrics-port", str(taken)
+        )
     finally:
         blocker.close()
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"Error: cannot serve metrics on 127.0.0.1:{taken}: port {taken} is already in use"]
+    assert result.stderr.strip().splitlines() == [
+        f"Error: cannot serve metrics on 127.0.0.1:{taken}: port {taken} is already in use"
+    ]
     assert result.stdout == ""  # no worker started
 
 

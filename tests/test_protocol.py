@@ -1,10 +1,11 @@
 """The sans-IO protocol: bytes in, events out; requests parsed; replies formatted."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from geventchat import protocol
-from geventchat.protocol import Chat, Command, Invalid, LineFramer, LineTooLong, Quit
+from geventchat.core import protocol
+from geventchat.core.protocol import Chat, Command, Invalid, LineFramer, LineTooLong, Quit
 
 
 def feed_all(framer, chunks):
@@ -125,7 +126,10 @@ def test_no_control_character_survives_sanitising(text):
     clean = protocol.strip_controls(text)
     assert not any((ord(c) < 32 and c != "\t") or 0x7F <= ord(c) <= 0x9F for c in clean)
     safe = protocol.terminal_safe(text)
-    assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c" for c in safe)
+    assert not any(
+        ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"
+        for c in safe
+    )
 
 
 @settings(max_examples=300, deadline=None)

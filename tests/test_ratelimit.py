@@ -1,5 +1,6 @@
-from geventchat.ratelimit import TokenBucket
 import pytest
+
+from geventchat.core.ratelimit import TokenBucket
 
 
 def test_burst_is_free_then_lines_are_spaced_by_the_rate():

@@ -70,4 +70,3 @@ def test_the_readme_example_session_is_what_the_server_prints(start_server):
     listening = re.search(r"Server listening on \S+:(\d+)", console[0]).group(1)
     ports[listening] = str(server.port)
     assert server.stdout_lines() == [real(line) for line in console]
-

@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import HOST, LISTENING_RE, ROOT, ChatClient, ServerProcess, join_all, run_server_command, server_command
 
 pytestmark = pytest.mark.timeout(60)

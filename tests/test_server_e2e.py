@@ -11,10 +11,9 @@ import socket
 import time
 
 import pytest
+from conftest import NICK_RE, WAIT, ChatClient, join_all
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import NICK_RE, WAIT, ChatClient, join_all
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 
 import pytest
-
 from conftest import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)

@@ -58,12 +58,12 @@ import gevent.pool
 import psutil
 import pytest
 import trustme
+from conftest import HOST
 from gevent import socket as gsocket
 from gevent import ssl as gssl
-
-from conftest import HOST
 from redis_fixture import redis_server  # noqa: F401  (fixture, for the cluster run)
-from geventchat.limits import TLS_HANDSHAKE_TIMEOUT
+
+from geventchat.core.limits import TLS_HANDSHAKE_TIMEOUT
 
 SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_SECONDS", "40"))
 TLS_SOAK_SECONDS = float(os.environ.get("GEVENTCHAT_SOAK_TLS_SECONDS", "20"))
@@ -198,11 +198,7 @@ class WellBehaved:
 
     def done(self) -> bool:
         soak = self.soak
-        return all(
-            self.next_seq.get(sender, 0) == soak.sent[sender]
-            for sender in soak.members[self.room]
-            if sender != self.nick
-        )
+        return all(self.next_seq.get(sender, 0) == soak.sent[sender] for sender in soak.members[self.room] if sender != self.nick)
 
     def send_loop(self) -> None:
         soak, rng = self.soak, random.Random(f"{SEED}-{self.nick}")
@@ -646,7 +642,10 @@ def cluster_spread(metrics_port: int, redis) -> dict:
     for key in re.findall(rb"geventchat:members:[^\r\n]+", redis.command("KEYS", "geventchat:members:*")):
         rooms.update(set(map(int, re.findall(rb"\tsoak(\d+)\r\n", redis.command("HVALS", key.decode())))))
     connected = scrape_workers(metrics_port)["geventchat_clients_connected"]
-    return {"clients per worker": {w: int(n) for w, n in sorted(connected.items())}, "processes per room": dict(sorted(rooms.items()))}
+    return {
+        "clients per worker": {w: int(n) for w, n in sorted(connected.items())},
+        "processes per room": dict(sorted(rooms.items())),
+    }
 
 
 def cluster_check_spread(spread: dict) -> None:
@@ -689,7 +688,9 @@ def test_soak(start_server, tmp_path, request, transport):
     cluster_flags = ["--workers", "2", "--redis-url", redis.url] if redis else []
     seconds = {"plain": SOAK_SECONDS, "tls": TLS_SOAK_SECONDS, "cluster": CLUSTER_SOAK_SECONDS}[transport]
     faults = {**FAULTS, **TLS_FAULTS} if tls_context else FAULTS
-    server = start_server("--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", *tls_flags, *cluster_flags, start_timeout=20)
+    server = start_server(
+        "--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", *tls_flags, *cluster_flags, start_timeout=20
+    )
     metrics_port = int(METRICS_RE.search(server.wait_for(lambda l: METRICS_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
     # The processes that serve the clients: the server, or its workers.
     procs = cluster_workers(server) if redis else [psutil.Process(server.pid)]
@@ -732,7 +733,14 @@ def test_soak(start_server, tmp_path, request, transport):
         rss_peak = [max(peak, p.memory_info().rss) for peak, p in zip(rss_peak, procs)]
     sent = sum(soak.sent.values())
     expected = sum(soak.sent[s] * (len(soak.members[soak.room_of[s]]) - 1) for s in soak.sent)
-    missing = {c.nick: {s: soak.sent[s] - c.next_seq.get(s, 0) for s in soak.members[c.room] if s != c.nick and c.next_seq.get(s, 0) != soak.sent[s]} for c in clients}
+    missing = {
+        c.nick: {
+            s: soak.sent[s] - c.next_seq.get(s, 0)
+            for s in soak.members[c.room]
+            if s != c.nick and c.next_seq.get(s, 0) != soak.sent[s]
+        }
+        for c in clients
+    }
     missing = {nick: m for nick, m in missing.items() if m}
     lost = expected - soak.delivered
 
@@ -770,7 +778,9 @@ def test_soak(start_server, tmp_path, request, transport):
         "server RSS start MiB": mib(rss_start),
         "server RSS peak MiB": mib(rss_peak),
         "server RSS end MiB": mib(rss_end),
-        "server counters": {k.removeprefix("geventchat_"): int(v) for k, v in server_figures.items() if k.startswith("geventchat_")},
+        "server counters": {
+            k.removeprefix("geventchat_"): int(v) for k, v in server_figures.items() if k.startswith("geventchat_")
+        },
     }
     if tls is not None:
         figures["TLS"] = tls

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import logging
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -19,7 +18,6 @@ import time
 import gevent
 import pytest
 import trustme
-
 from conftest import HOST, ROOT, ChatClient, Closed, run_server_command
 from test_client import PipeClient
 
@@ -42,7 +40,9 @@ def pki(ca, tmp_path_factory):
     good.cert_chain_pems[0].write_to_path(str(d / "cert.pem"))
     good.private_key_pem.write_to_path(str(d / "key.pem"))
     now = datetime.datetime.now(datetime.timezone.utc)
-    expired = ca.issue_cert("127.0.0.1", "localhost", not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1))
+    expired = ca.issue_cert(
+        "127.0.0.1", "localhost", not_before=now - datetime.timedelta(days=30), not_after=now - datetime.timedelta(days=1)
+    )
     expired.cert_chain_pems[0].write_to_path(str(d / "expired.pem"))
     expired.private_key_pem.write_to_path(str(d / "expired-key.pem"))
     other = ca.issue_cert("chat.example.org")
@@ -69,7 +69,10 @@ def tls_client(port: int, pki, **kwargs) -> ChatClient:
 def run_client(port: int, stdin: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "geventchat.client", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT, input=stdin.encode(), capture_output=True, timeout=20,
+        cwd=ROOT,
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=20,
     )
 
 
@@ -249,7 +252,7 @@ def test_keyfile_needs_certfile(pki):
 
 
 def test_handshake_times_out_and_never_raises(pki):
-    from geventchat import tls
+    from geventchat.doors import tls
 
     context = tls.server_context(str(pki / "cert.pem"), str(pki / "key.pem"))
     from gevent import socket as gsocket
@@ -274,10 +277,10 @@ def tls_connection(pki, buffers: int | None = None):
     from gevent import socket as gsocket
     from gevent import ssl as gssl
 
-    from geventchat import tls
-    from geventchat.config import Settings
-    from geventchat.connection import Connection
-    from geventchat.hub import Hub
+    from geventchat.chat.hub import Hub
+    from geventchat.core.config import Settings
+    from geventchat.doors import tls
+    from geventchat.doors.connection import Connection
 
     server_context = tls.server_context(str(pki / "cert.pem"), str(pki / "key.pem"))
     client_context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)

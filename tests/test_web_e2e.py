@@ -15,7 +15,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from conftest import ROOT, ServerProcess
 from web_helpers import web_port
 
@@ -327,7 +326,9 @@ def test_with_tls_the_page_is_served_over_https_and_chats_over_wss(start_server,
     cert = trustme.CA().issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
     cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
-    server = start_server("--web-port", "0", "--no-presence", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
+    server = start_server(
+        "--web-port", "0", "--no-presence", "--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem")
+    )
     page = pages(f"https://127.0.0.1:{web_port(server)}/", ignore_https_errors=True)  # a throwaway CA
     assert page.page.evaluate("location.protocol") == "https:"
     page.say("/who")

@@ -7,7 +7,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import HOST
 from web_helpers import Refused, WsClient, web_port
 
@@ -26,7 +25,7 @@ def http(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
         while True:
             try:
                 data = sock.recv(65536)
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not data:
                 break
@@ -181,7 +180,9 @@ def test_web_port_in_use_is_one_line_and_exit_1(web_server):
 
     done = run_server_command("--port", "0", "--web-port", str(web_server.web_port))
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"Error: cannot listen on 127.0.0.1:{web_server.web_port}: port {web_server.web_port} is already in use"]
+    assert done.stderr.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{web_server.web_port}: port {web_server.web_port} is already in use"
+    ]
 
 
 def test_an_idle_http_connection_does_not_delay_the_stop(web_server):
@@ -201,7 +202,10 @@ def test_bad_web_origins_is_a_usage_error():
 
     done = run_server_command("--port", "0", "--web-port", "0", "--web-origins", "example.com")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == "geventchat-server: error: argument --web-origins: not an origin (scheme://host[:port]): 'example.com'"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == "geventchat-server: error: argument --web-origins: not an origin (scheme://host[:port]): 'example.com'"
+    )
 
 
 def test_with_tls_the_page_is_https_and_the_socket_wss(start_server, clients, tmp_path):

@@ -12,8 +12,8 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
-from geventchat import protocol
-from geventchat.webproto import (
+from geventchat.core import protocol
+from geventchat.core.webproto import (
     ControlFrame,
     HttpGateway,
     StaticFile,
@@ -37,8 +37,20 @@ def gateway(origins: str = "", scheme: str = "http") -> HttpGateway:
     return HttpGateway(FILES, parse_origins(origins), scheme, peer="127.0.0.1:5555")
 
 
-def handshake(origin: str | None = "http://chat.example:8080", host: str = "chat.example:8080", path: str = "/ws", key: bytes | None = KEY, method: str = "GET") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13"]
+def handshake(
+    origin: str | None = "http://chat.example:8080",
+    host: str = "chat.example:8080",
+    path: str = "/ws",
+    key: bytes | None = KEY,
+    method: str = "GET",
+) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Version: 13",
+    ]
     if key is not None:
         lines.append("Sec-WebSocket-Key: " + key.decode())
     if origin is not None:

@@ -7,6 +7,7 @@ import re
 import socket
 import time
 
+from conftest import HOST, WAIT, WELCOME_RE, ServerProcess
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -18,8 +19,6 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-
-from conftest import HOST, WAIT, WELCOME_RE, ServerProcess
 
 WEB_RE = re.compile(r"Web client on https?://127\.0\.0\.1:(\d+)/$")
 
@@ -89,7 +88,7 @@ class WsClient:
         self.sock.settimeout(remaining)
         try:
             return self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError("nothing received in time") from None
         except ConnectionResetError:
             return b""

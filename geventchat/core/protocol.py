@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Union
 
-from . import limits
+from geventchat.core import limits
 
 # --------------------------------------------------------------------------- sanitising
 
@@ -231,7 +231,7 @@ def parse_line(text: str) -> Request | None:
     name = head.lower()
     spec = COMMAND_SPECS.get(name)
     if spec is None:
-        shown = strip_controls(head)[:limits.MAX_NICK] or ""
+        shown = strip_controls(head)[: limits.MAX_NICK] or ""
         return Invalid(f"unknown command /{shown}; type /help for the list")
     rest = rest.strip()
     args: tuple[str, ...]
@@ -271,23 +271,23 @@ def fold(name: str) -> str:
 
 
 def chat_line(nick: str, text: str) -> bytes:
-    return f"{nick}: {text}\n".encode("utf-8")
+    return f"{nick}: {text}\n".encode()
 
 
 def action_line(nick: str, text: str) -> bytes:
-    return f"* {nick} {text}\n".encode("utf-8")
+    return f"* {nick} {text}\n".encode()
 
 
 def private_line(nick: str, text: str) -> bytes:
-    return f"*{nick}* {text}\n".encode("utf-8")
+    return f"*{nick}* {text}\n".encode()
 
 
 def notice(text: str) -> bytes:
-    return f"*** {text}\n".encode("utf-8")
+    return f"*** {text}\n".encode()
 
 
 def error(text: str) -> bytes:
-    return f"*** Error: {text}\n".encode("utf-8")
+    return f"*** Error: {text}\n".encode()
 
 
 def welcome(nick: str, room: str) -> bytes:

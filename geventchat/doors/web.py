@@ -24,9 +24,8 @@ from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
 
-from . import limits, protocol
-from .connection import Connection, describe_peer
-from .webproto import (
+from geventchat.core import limits, protocol
+from geventchat.core.webproto import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_TRY_AGAIN_LATER,
@@ -36,9 +35,10 @@ from .webproto import (
     Upgrade,
     WebSocketFramer,
     encode_lines,
-    text_frame,
     load_static,
+    text_frame,
 )
+from geventchat.doors.connection import Connection, describe_peer
 
 log = logging.getLogger("geventchat")
 
@@ -134,8 +134,12 @@ class WebServer:
         # Handlers run in the chat server's group, so its stop waits for WebSocket
         # clients exactly as for TCP clients.
         # ``listener``: a listening socket made elsewhere (a --workers worker's share).
-        self._listener = StreamServer(listener if listener is not None else (host, port), self._handle,
-                                      spawn=chat.spawn_handler, backlog=None if listener is not None else 1024)
+        self._listener = StreamServer(
+            listener if listener is not None else (host, port),
+            self._handle,
+            spawn=chat.spawn_handler,
+            backlog=None if listener is not None else 1024,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -173,7 +177,7 @@ class WebServer:
         self._http_phase.add(me)
         try:
             if self.tls_context is not None:
-                from . import tls
+                from geventchat.doors import tls
 
                 # Bounded, in this greenlet; one line if it fails (as on the chat port).
                 sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)

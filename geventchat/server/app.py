@@ -9,7 +9,6 @@ SIGINT and SIGTERM both lead to that same clean stop.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import signal
@@ -22,22 +21,16 @@ import gevent.pool
 from gevent import socket as gsocket
 from gevent.server import StreamServer
 
-from . import __version__, limits, protocol, tls
-from .config import Settings
-from .connection import Connection, describe_peer
-from .guard import AddressCounts, Sweeper
-from .hub import Hub
+from geventchat import __version__
+from geventchat.chat.hub import Hub
+from geventchat.core import limits, protocol
+from geventchat.core.config import Settings
+from geventchat.doors import tls
+from geventchat.doors.connection import Connection, describe_peer
+from geventchat.doors.guard import AddressCounts, Sweeper
+from geventchat.server.binding import LISTEN_BACKLOG, describe_bind_error, describe_metrics_bind_error, lifecycle
 
 log = logging.getLogger("geventchat")
-# "Server listening on" and "Server stopped" show at every --log-level: scripts wait for
-# the first to learn the port and for the second to know the stop was clean.
-lifecycle = logging.getLogger("geventchat.lifecycle")
-
-# Pending connections the kernel may hold before accept(): large, so that a storm of
-# thousands of clients connecting at once is queued rather than dropped into SYN retries
-# (the kernel caps it at net.core.somaxconn).
-LISTEN_BACKLOG = 4096
-
 # Seconds the "server full" refusal may take to be written before the socket is closed.
 REFUSAL_TIMEOUT = 1.0
 
@@ -51,7 +44,7 @@ class ChatServer:
         *,
         hub: Hub | None = None,
         listener: socket.socket | None = None,
-        tls_context: "tls.gssl.SSLContext | None" = None,
+        tls_context: tls.gssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.tls_context = tls_context  # the chat port speaks TLS when set
@@ -60,7 +53,9 @@ class ChatServer:
         self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
         self.connections: set[Connection] = set()
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
-        self._listener = StreamServer(listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG)
+        self._listener = StreamServer(
+            listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG
+        )
         self._stopping = False
         self.per_address = AddressCounts(self.settings.max_per_ip)  # --max-per-ip, for every port
         self.stats = self.hub.stats
@@ -78,7 +73,7 @@ class ChatServer:
     def start_metrics(self, listener) -> None:
         """Serve Prometheus text at /metrics on ``listener``: ``(host, port)`` to bind, or a
         listening socket. Raises OSError when the address cannot be used."""
-        from .metrics import MetricsServer, StatsCollector  # prometheus-client only when asked
+        from geventchat.server.metrics import MetricsServer, StatsCollector  # prometheus-client only when asked
 
         collector = StatsCollector(self.stats, self.hub, lambda: len(self.connections))
         self._metrics = MetricsServer(listener, collector)
@@ -252,27 +247,116 @@ def build_parser() -> argparse.ArgumentParser:
         description="A multi-user chat server: one line per message, nicknames, rooms, private messages.",
     )
     parser.add_argument("--host", default=limits.DEFAULT_HOST, help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=_port, default=limits.DEFAULT_PORT, help="port to listen on; 0 picks a free one (default %(default)s)")
-    parser.add_argument("--max-line", type=_positive_int, default=limits.MAX_LINE, metavar="BYTES", help="longest line accepted, without its line ending (default %(default)s)")
-    parser.add_argument("--max-sendq", type=_positive_int, default=limits.MAX_SENDQ, metavar="BYTES", help="output waiting for one client before it is dropped (default %(default)s)")
-    parser.add_argument("--max-clients", type=_positive_int, default=limits.MAX_CLIENTS, metavar="N", help="connections served at once (default %(default)s)")
-    parser.add_argument("--rate", type=_positive_float, default=None, metavar="N", help="lines per second per connection before reading slows down (default: off)")
-    parser.add_argument("--burst", type=_positive_int, default=None, metavar="N", help="lines a connection may send at once when --rate is on (default: the rate)")
-    parser.add_argument("--max-per-ip", type=_positive_int, default=limits.MAX_PER_IP, metavar="N", help="connections from one address at once (default %(default)s)")
-    parser.add_argument("--idle-timeout", type=_seconds, default=limits.IDLE_TIMEOUT, metavar="SECONDS", help="drop a client that sends nothing for this long; 0 = never (default: never)")
-    parser.add_argument("--line-timeout", type=_seconds, default=limits.LINE_TIMEOUT, metavar="SECONDS", help="drop a client that keeps one line unfinished for this long (slowloris); 0 = never (default %(default)g)")
-    parser.add_argument("--certfile", metavar="FILE", help="serve TLS on the chat port with this PEM certificate (chain); default: plain TCP")
+    parser.add_argument(
+        "--port", type=_port, default=limits.DEFAULT_PORT, help="port to listen on; 0 picks a free one (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-line",
+        type=_positive_int,
+        default=limits.MAX_LINE,
+        metavar="BYTES",
+        help="longest line accepted, without its line ending (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-sendq",
+        type=_positive_int,
+        default=limits.MAX_SENDQ,
+        metavar="BYTES",
+        help="output waiting for one client before it is dropped (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-clients",
+        type=_positive_int,
+        default=limits.MAX_CLIENTS,
+        metavar="N",
+        help="connections served at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="N",
+        help="lines per second per connection before reading slows down (default: off)",
+    )
+    parser.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="lines a connection may send at once when --rate is on (default: the rate)",
+    )
+    parser.add_argument(
+        "--max-per-ip",
+        type=_positive_int,
+        default=limits.MAX_PER_IP,
+        metavar="N",
+        help="connections from one address at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=limits.IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a client that sends nothing for this long; 0 = never (default: never)",
+    )
+    parser.add_argument(
+        "--line-timeout",
+        type=_seconds,
+        default=limits.LINE_TIMEOUT,
+        metavar="SECONDS",
+        help="drop a client that keeps one line unfinished for this long (slowloris); 0 = never (default %(default)g)",
+    )
+    parser.add_argument(
+        "--certfile", metavar="FILE", help="serve TLS on the chat port with this PEM certificate (chain); default: plain TCP"
+    )
     parser.add_argument("--keyfile", metavar="FILE", help="the PEM private key for --certfile (default: inside --certfile)")
-    parser.add_argument("--metrics-port", type=_port, default=None, metavar="PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free port (default: off)")
-    parser.add_argument("--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free port (default: off)",
+    )
+    parser.add_argument(
+        "--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits"
+    )
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)")
-    parser.add_argument("--web-port", type=_port, default=None, metavar="PORT", help="also serve the browser client (page and WebSocket) on this port; 0 picks a free one (default: off)")
-    parser.add_argument("--web-origins", default=None, metavar="ORIGIN[,ORIGIN...]", help="other pages allowed to open the WebSocket, as scheme://host[:port] (default: the page's own origin only)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="console detail (default %(default)s)"
+    )
+    parser.add_argument(
+        "--web-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="also serve the browser client (page and WebSocket) on this port; 0 picks a free one (default: off)",
+    )
+    parser.add_argument(
+        "--web-origins",
+        default=None,
+        metavar="ORIGIN[,ORIGIN...]",
+        help="other pages allowed to open the WebSocket, as scheme://host[:port] (default: the page's own origin only)",
+    )
     cluster = parser.add_argument_group("scale-out over Redis")
-    cluster.add_argument("--redis-url", metavar="URL", help="join the chat of every server behind this Redis, e.g. redis://127.0.0.1:6379/0 (default: off)")
-    cluster.add_argument("--workers", type=_positive_int, default=None, metavar="N", help="N server processes share the port, joined over --redis-url (default: one process)")
-    cluster.add_argument("--redis-expiry", type=_positive_float, default=None, metavar="SECONDS", help="a server silent for this long is taken for dead: its users quit (default 10)")
+    cluster.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="join the chat of every server behind this Redis, e.g. redis://127.0.0.1:6379/0 (default: off)",
+    )
+    cluster.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="N server processes share the port, joined over --redis-url (default: one process)",
+    )
+    cluster.add_argument(
+        "--redis-expiry",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="a server silent for this long is taken for dead: its users quit (default 10)",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -333,21 +417,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
-def describe_bind_error(host: str, port: int, exc: OSError) -> str:
-    where = describe_peer((host, port))
-    if exc.errno == errno.EADDRINUSE:
-        return f"Error: cannot listen on {where}: port {port} is already in use"
-    if exc.errno == errno.EACCES:
-        return f"Error: cannot listen on {where}: permission denied for port {port}"
-    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
-        return f"Error: cannot listen on {where}: {host!r} is not an address of this machine"
-    return f"Error: cannot listen on {where}: {exc.strerror or exc}"
-
-
-def describe_metrics_bind_error(host: str, port: int, exc: OSError) -> str:
-    return describe_bind_error(host, port, exc).replace("cannot listen", "cannot serve metrics", 1)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if any(arg == "--redis-url" or arg.startswith("--redis-url=") for arg in argv):
@@ -364,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
     if args.web_port is not None:
-        from .webproto import parse_origins
+        from geventchat.core.webproto import parse_origins
 
         try:
             parse_origins(args.web_origins)
@@ -378,14 +447,19 @@ def main(argv: list[str] | None = None) -> int:
             print(exc, file=sys.stderr)
             return 1
     if args.workers is not None and args.workers > 1:
-        from . import cluster
+        from geventchat.server import workers
 
-        return cluster.run_workers(args, serve)
+        return workers.run_workers(args, serve)
     return serve(args)
 
 
-def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready=None,
-          web_listener: socket.socket | None = None, metrics_listener: socket.socket | None = None) -> int:
+def serve(
+    args: argparse.Namespace,
+    listener: socket.socket | None = None,
+    ready=None,
+    web_listener: socket.socket | None = None,
+    metrics_listener: socket.socket | None = None,
+) -> int:
     """Run one server process until SIGINT or SIGTERM; the exit status. ``listener`` and
     ``web_listener``: listening sockets to serve (a --workers worker's, for the chat and
     the --web-port); ``ready()`` is called once it accepts. ``metrics_listener``: where a
@@ -401,11 +475,12 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
             return 1
     hub = None
     if args.redis_url:
-        from . import bus, cluster
+        from geventchat.chat import bus, cluster
 
         try:
-            hub = cluster.connect(args.redis_url, settings, expiry=args.redis_expiry,
-                                  link_now=getattr(args, "redis_link_now", True))
+            hub = cluster.connect(
+                args.redis_url, settings, expiry=args.redis_expiry, link_now=getattr(args, "redis_link_now", True)
+            )
         except bus.BusError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1
@@ -434,8 +509,8 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
         return 1
     web = None
     if args.web_port is not None:
-        from .web import WebServer
-        from .webproto import parse_origins
+        from geventchat.core.webproto import parse_origins
+        from geventchat.doors.web import WebServer
 
         web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins), listener=web_listener)
         try:
@@ -455,7 +530,3 @@ def serve(args: argparse.Namespace, listener: socket.socket | None = None, ready
     if hub is not None:
         hub.close()  # type: ignore[attr-defined]
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -40,7 +40,8 @@ import os
 import socket
 import time
 import uuid
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 import gevent
 import gevent.event
@@ -148,7 +149,9 @@ def new_process_id() -> str:
 
 
 class RedisBus:
-    def __init__(self, url: str, *, expiry: float = DEFAULT_EXPIRY, prefix: str = "geventchat", process_id: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, expiry: float = DEFAULT_EXPIRY, prefix: str = "geventchat", process_id: str | None = None
+    ) -> None:
         redis = _import_redis()
         self._errors = (redis.RedisError, OSError)
         self.url = url
@@ -455,7 +458,9 @@ class RedisBus:
         value = self._claim_value(nick)
         if self.up:
             try:
-                ok = self._claim(keys=[self._nick_key(folded), self._members_key], args=[value, self.id, folded, f"{nick}\t{room}"])
+                ok = self._claim(
+                    keys=[self._nick_key(folded), self._members_key], args=[value, self.id, folded, f"{nick}\t{room}"]
+                )
             except self._errors as exc:
                 self._fail(exc)
             else:
@@ -464,7 +469,14 @@ class RedisBus:
         self.claims[folded] = value
         return True
 
-    def update(self, *, members: dict[str, tuple[str, str]] | None = None, gone: Iterable[str] = (), release: Iterable[str] = (), respell: dict[str, str] | None = None) -> None:
+    def update(
+        self,
+        *,
+        members: dict[str, tuple[str, str]] | None = None,
+        gone: Iterable[str] = (),
+        release: Iterable[str] = (),
+        respell: dict[str, str] | None = None,
+    ) -> None:
         """Change this process's entries now, in one round trip, before the caller tells
         anyone: ``members`` folded nick -> (nick, room) listed, ``gone`` unlisted,
         ``release`` nicknames given up, ``respell`` folded nick -> the same name with other
@@ -481,7 +493,9 @@ class RedisBus:
         if gone:
             ops.append(("HDEL", self._members_key, *gone))
         if members:
-            ops.append(("HSET", self._members_key, *[x for key, (nick, room) in members.items() for x in (key, f"{nick}\t{room}")]))
+            ops.append(
+                ("HSET", self._members_key, *[x for key, (nick, room) in members.items() for x in (key, f"{nick}\t{room}")])
+            )
         if not ops or not self.up:
             return
         pipe = self.redis.pipeline(transaction=False)

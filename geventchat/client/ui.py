@@ -21,7 +21,7 @@ import ssl
 import sys
 import time
 import zlib
-from typing import Iterable
+from collections.abc import Iterable
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.application import in_terminal
@@ -33,8 +33,7 @@ from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as render_formatted_text
 from prompt_toolkit.styles import Style
 
-from . import protocol
-from .client import (
+from geventchat.client.base import (
     CLOSED_BY_SERVER,
     CONNECT_TIMEOUT,
     DISCONNECTED,
@@ -49,6 +48,7 @@ from .client import (
     show_text,
     tls_failure_line,
 )
+from geventchat.core import protocol
 
 STYLE = Style.from_dict(
     {
@@ -335,7 +335,7 @@ class TerminalClient:
 def run_terminal(
     sock: socket.socket,
     first: bytes = b"",
-    tls: "ssl.SSLContext | None" = None,
+    tls: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     connected_line: str | None = None,
     port: int | None = None,
@@ -354,7 +354,10 @@ def run_terminal(
         else:
             try:
                 reader, writer = await asyncio.open_connection(
-                    sock=sock, limit=MAX_SERVER_LINE, ssl=tls, server_hostname=server_hostname,
+                    sock=sock,
+                    limit=MAX_SERVER_LINE,
+                    ssl=tls,
+                    server_hostname=server_hostname,
                     ssl_handshake_timeout=CONNECT_TIMEOUT,
                 )
             except (OSError, asyncio.TimeoutError) as exc:

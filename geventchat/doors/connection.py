@@ -24,17 +24,17 @@ import logging
 import socket
 import sys
 import time
-
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 from gevent import socket as gsocket
 from gevent.hub import Waiter
 
-from . import commands, limits, protocol
-from .config import Settings
-from .hub import Hub
-from .ratelimit import TokenBucket
+from geventchat.chat import commands
+from geventchat.chat.hub import Hub
+from geventchat.core import limits, protocol
+from geventchat.core.config import Settings
+from geventchat.core.ratelimit import TokenBucket
 
 log = logging.getLogger("geventchat")
 
@@ -104,7 +104,7 @@ class Connection:
         settings: Settings,
         *,
         spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
-        on_closed: Callable[["Connection"], None] | None = None,
+        on_closed: Callable[[Connection], None] | None = None,
     ) -> None:
         self.sock = sock
         self.address = address

@@ -21,14 +21,14 @@ import os
 import shutil
 import socket
 import tempfile
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import gevent
 import gevent.pool
 from gevent import socket as gsocket
 from gevent.pywsgi import WSGIHandler
 
-from .metrics import MetricsServer
+from geventchat.server.metrics import MetricsServer
 
 log = logging.getLogger("geventchat")
 
@@ -52,7 +52,11 @@ class WorkerMetrics:
         self._greenlets = gevent.pool.Group()
         try:
             self._server = MetricsServer(
-                (host, port), WorkersCollector(self.scrape), process_metrics=False, spawn=self._greenlets.spawn, handler_class=_Handler
+                (host, port),
+                WorkersCollector(self.scrape),
+                process_metrics=False,
+                spawn=self._greenlets.spawn,
+                handler_class=_Handler,
             )
             self._server.start()
         except BaseException:

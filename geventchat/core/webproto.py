@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, Iterable
 
 import h11
 from wsproto import ConnectionType, WSConnection
@@ -33,7 +33,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from . import protocol
+from geventchat.core import protocol
 
 log = logging.getLogger("geventchat")
 
@@ -167,7 +167,9 @@ class HttpGateway:
     closed, with one line for the log.
     """
 
-    def __init__(self, files: dict[str, StaticFile], origins: frozenset[str] = frozenset(), scheme: str = "http", peer: str = "?") -> None:
+    def __init__(
+        self, files: dict[str, StaticFile], origins: frozenset[str] = frozenset(), scheme: str = "http", peer: str = "?"
+    ) -> None:
         self.files = files
         self.origins = origins
         self.scheme = scheme

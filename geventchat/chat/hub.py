@@ -12,17 +12,18 @@ broadcast to a thousand members returns without waiting for any of them.
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
-from . import limits, protocol
-from .metrics import Stats
+from geventchat.chat.stats import Stats
+from geventchat.core import limits, protocol
 
 log = logging.getLogger("geventchat")
 
 
 class Member(Protocol):
     nick: str
-    room: "Room | None"
+    room: Room | None
 
     def deliver(self, data: bytes) -> None: ...
 
@@ -111,8 +112,7 @@ class Hub:
     def join(self, member: Member, name: str) -> None:
         if not protocol.valid_room(name):
             raise HubError(
-                f"invalid room name {protocol.strip_controls(name)[:64]!r}: use 1 to {limits.MAX_ROOM} "
-                "letters, digits or _-#."
+                f"invalid room name {protocol.strip_controls(name)[:64]!r}: use 1 to {limits.MAX_ROOM} letters, digits or _-#."
             )
         old = member.room
         if old is not None and old.key == protocol.fold(name):
@@ -149,7 +149,7 @@ class Hub:
     def chat(self, member: Member, text: str) -> None:
         self.chat_lines(member, (text,))
 
-    def chat_lines(self, member: Member, texts: "list[str] | tuple[str, ...]") -> None:
+    def chat_lines(self, member: Member, texts: list[str] | tuple[str, ...]) -> None:
         """Chat lines from one member, in order, sent on as one piece per recipient."""
         nick = member.nick
         self.stats.messages_received += len(texts)

@@ -7,10 +7,10 @@ request by raising ``HubError``, which becomes ``*** Error: ...`` for the sender
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from . import limits, protocol
-from .hub import Hub, HubError, Member, chunked
+from geventchat.chat.hub import Hub, HubError, Member, chunked
+from geventchat.core import limits, protocol
 
 Handler = Callable[[Hub, Member, tuple[str, ...]], None]
 

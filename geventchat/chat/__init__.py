@@ -1,0 +1,1 @@
+"""The chat state: hub, rooms, members, commands, and the cluster hub with its Redis bus."""

@@ -1,0 +1,64 @@
+"""Counters of what the server has done, kept in the relay's hot path.
+
+The hot path only adds to int attributes of one ``Stats`` object (no locks: one thread,
+and an int add is all it costs). ``server.metrics`` turns them into Prometheus text at
+scrape time.
+"""
+
+from __future__ import annotations
+
+
+class Stats:
+    """What the server has done since it started (counters) — updated in the hot path."""
+
+    __slots__ = (
+        "connections_accepted",
+        "connections_refused",
+        "messages_received",
+        "lines_relayed",
+        "bytes_in",
+        "bytes_out",
+        "sendq_drops",
+        "lines_too_long",
+        "throttle_waits",
+        "tls_handshake_failures",
+        "idle_timeouts",
+        "line_timeouts",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def timed_out(self, reason: str) -> None:
+        """For the sweeper: one more idle or line timeout."""
+        if reason == "idle timeout":
+            self.idle_timeouts += 1
+        elif reason == "line timeout":
+            self.line_timeouts += 1
+
+
+# (attribute, metric name without the _total suffix, help text)
+COUNTERS = (
+    ("connections_accepted", "geventchat_connections_accepted", "Connections accepted and served (after any TLS handshake)."),
+    ("connections_refused", "geventchat_connections_refused", "Connections refused: server full or too many from one address."),
+    ("messages_received", "geventchat_messages_received", "Chat messages and /me actions received from clients."),
+    (
+        "lines_relayed",
+        "geventchat_lines_relayed",
+        "Lines queued for other clients: chat, actions, private messages and presence, one per recipient.",
+    ),
+    ("bytes_in", "geventchat_bytes_received", "Bytes received from clients (after TLS decryption)."),
+    ("bytes_out", "geventchat_bytes_sent", "Bytes handed to the kernel for clients (before TLS encryption)."),
+    ("sendq_drops", "geventchat_sendq_drops", "Clients dropped because their send queue passed --max-sendq."),
+    ("lines_too_long", "geventchat_lines_too_long", "Lines refused as longer than --max-line."),
+    ("throttle_waits", "geventchat_throttle_waits", "Times a client's reading was paused by --rate."),
+    ("tls_handshake_failures", "geventchat_tls_handshake_failures", "TLS handshakes that failed or timed out."),
+    ("idle_timeouts", "geventchat_idle_timeouts", "Clients dropped by --idle-timeout."),
+    ("line_timeouts", "geventchat_line_timeouts", "Clients dropped by --line-timeout (a line left unfinished)."),
+)
+
+# Rooms are made by users; a per-room series is exported for the largest ones only.

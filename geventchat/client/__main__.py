@@ -1,0 +1,5 @@
+import sys
+
+from geventchat.client.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from geventchat.server.app import main
+
+sys.exit(main())
