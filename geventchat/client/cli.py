@@ -30,6 +30,7 @@ import argparse
 import os
 import sys
 
+from geventchat import __version__
 from geventchat.client.base import (
     CONNECTED,
     DISCONNECTED,
@@ -72,6 +73,7 @@ def _room(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geventchat",
+        usage="%(prog)s [options]  (--help lists them)",
         description="Terminal client for the geventchat server. In a terminal: an input line "
         "with history (up arrow) and Tab completion of /commands and nicknames. With stdin "
         "or stdout not a terminal: plain lines in and out, for scripts.",
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cafile", metavar="FILE", help="trust the CA certificates in this PEM file instead of the system's (implies --tls)"
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 

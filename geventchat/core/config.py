@@ -20,3 +20,8 @@ class Settings:
     max_per_ip: int = limits.MAX_PER_IP
     idle_timeout: float = limits.IDLE_TIMEOUT  # seconds; 0 = off
     line_timeout: float = limits.LINE_TIMEOUT  # seconds; 0 = off
+    # The server's other doors, named to a client that knocks at the wrong one (wrongdoor.py);
+    # the real ports, known once they are bound. None: not open.
+    web_port: int | None = None
+    web_scheme: str = "http"
+    irc_port: int | None = None

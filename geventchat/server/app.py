@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import replace
 
 import gevent
 import gevent.event
@@ -28,7 +29,14 @@ from geventchat.core.config import Settings
 from geventchat.doors import tls
 from geventchat.doors.connection import Connection, describe_peer
 from geventchat.doors.guard import AddressCounts, Sweeper
-from geventchat.server.binding import LISTEN_BACKLOG, describe_bind_error, describe_metrics_bind_error, lifecycle
+from geventchat.server.binding import (
+    LISTEN_BACKLOG,
+    bind_listener,
+    describe_bind_error,
+    describe_metrics_bind_error,
+    lifecycle,
+    port_clash,
+)
 
 log = logging.getLogger("geventchat")
 # Seconds the "server full" refusal may take to be written before the socket is closed.
@@ -244,6 +252,7 @@ _seconds.__name__ = "number of seconds"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geventchat-server",
+        usage="%(prog)s [options]  (--help lists them)",
         description="A multi-user chat server: one line per message, nicknames, rooms, private messages.",
     )
     parser.add_argument("--host", default=limits.DEFAULT_HOST, help="address to listen on (default %(default)s)")
@@ -432,6 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.keyfile and not args.certfile:
         parser.error("--keyfile needs --certfile")
+    clash = port_clash(args)
+    if clash is not None:
+        print(clash, file=sys.stderr)
+        return 2
     if args.web_port is not None:
         from geventchat.core.webproto import parse_origins
 
@@ -451,6 +464,37 @@ def main(argv: list[str] | None = None) -> int:
 
         return workers.run_workers(args, serve)
     return serve(args)
+
+
+class _BindFailed(Exception):
+    """A port could not be bound; the message is the one console line that says why."""
+
+
+def _bind_ports(args, listener, web_listener, metrics_listener) -> tuple:
+    """The chat, web and metrics listening sockets: those given (a --workers worker's
+    shares), the others bound here, all or none (the ones bound are closed on failure)."""
+    bound: list[socket.socket] = []
+    try:
+        if listener is None:
+            listener = _bind_one(args.host, args.port, bound, describe_bind_error)
+        if web_listener is None and args.web_port is not None:
+            web_listener = _bind_one(args.host, args.web_port, bound, describe_bind_error)
+        if metrics_listener is None and args.metrics_port is not None:
+            metrics_listener = _bind_one(args.host, args.metrics_port, bound, describe_metrics_bind_error)
+    except _BindFailed:
+        for sock in bound:
+            sock.close()
+        raise
+    return listener, web_listener, metrics_listener
+
+
+def _bind_one(host: str, port: int, bound: list, describe) -> socket.socket:
+    try:
+        sock = bind_listener(host, port)
+    except OSError as exc:
+        raise _BindFailed(describe(host, port, exc)) from None
+    bound.append(sock)
+    return sock
 
 
 def serve(
@@ -484,43 +528,36 @@ def serve(
         except bus.BusError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1
+    # Every port is bound before anything is said to listen: a port that cannot be used is
+    # one line and exit 1, never "Server listening" followed by an error.
+    metrics_here = metrics_listener is None and args.metrics_port is not None  # else a worker's, for the parent
+    try:
+        listeners = _bind_ports(args, listener, web_listener, metrics_listener)
+    except _BindFailed as exc:
+        print(exc, file=sys.stderr)
+        if hub is not None:
+            hub.close()  # type: ignore[attr-defined]
+        return 1
+    listener, web_listener, metrics_listener = listeners
+    if web_listener is not None:  # named to a browser that knocks at the chat port (wrongdoor.py)
+        settings = replace(settings, web_port=web_listener.getsockname()[1], web_scheme="https" if args.certfile else "http")
     server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener, tls_context=tls_context)
     if metrics_listener is not None:
-        server.start_metrics(metrics_listener)  # already listening: nothing to bind, no line
-    elif args.metrics_port is not None:
-        try:
-            server.start_metrics((args.host, args.metrics_port))
-        except OSError as exc:
-            print(describe_metrics_bind_error(args.host, args.metrics_port, exc), file=sys.stderr)
-            if hub is not None:
-                hub.close()  # type: ignore[attr-defined]
-            return 1
-        lifecycle.info("Metrics at http://%s/metrics", describe_peer(server.metrics_address))
+        server.start_metrics(metrics_listener)
+        if metrics_here:
+            lifecycle.info("Metrics at http://%s/metrics", describe_peer(server.metrics_address))
     # Handlers first: a script may signal as soon as it reads the listening line.
     stop_requested = gevent.event.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         gevent.signal_handler(signum, stop_requested.set)
-    try:
-        server.start()
-    except OSError as exc:
-        print(describe_bind_error(args.host, args.port, exc), file=sys.stderr)
-        if hub is not None:
-            hub.close()  # type: ignore[attr-defined]
-        return 1
+    server.start()
     web = None
-    if args.web_port is not None:
+    if web_listener is not None:
         from geventchat.core.webproto import parse_origins
         from geventchat.doors.web import WebServer
 
         web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins), listener=web_listener)
-        try:
-            web.start()
-        except OSError as exc:
-            print(describe_bind_error(args.host, args.web_port, exc), file=sys.stderr)
-            server.stop(timeout=0)
-            if hub is not None:
-                hub.close()  # type: ignore[attr-defined]
-            return 1
+        web.start()
     if ready is not None:
         ready()
     stop_requested.wait()
