@@ -9,10 +9,14 @@ import resource
 import socket
 import sys
 
+from bench.ircservers import login_lines
 from bench.runner import BenchError, Scenario, run
-from bench.servers import RedisProcess, ServerProcess, available, find_listener_pid
+from bench.servers import PROTOCOL_SERVERS, RedisProcess, ServerProcess, available, find_listener_pid
+from bench.worker import PROTOCOLS
 
 COMPARE_ORDER = ("geventchat", "threaded", "asyncio", "ncat")
+# --compare --protocol irc: geventchat's IRC door and real IRC servers from Debian
+IRC_COMPARE_ORDER = ("geventchat", "ngircd", "inspircd")
 SWEEP_KEYS = ("clients", "senders", "messages", "size", "rate")
 
 
@@ -35,8 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--server",
         default="geventchat",
-        choices=["geventchat", "threaded", "asyncio", "ncat", "lossy"],
-        help="which server to start when no --host/--port is given (default geventchat)",
+        choices=["geventchat", "threaded", "asyncio", "ncat", "lossy", "ngircd", "inspircd"],
+        help="which server to start when no --host/--port is given (default geventchat; "
+        "ngircd and inspircd speak only --protocol irc)",
+    )
+    p.add_argument(
+        "--protocol",
+        default="line",
+        choices=PROTOCOLS,
+        help="what the clients speak: the line protocol (default) or IRC (register, JOIN #bench, "
+        "PRIVMSG; geventchat is started with --irc-port)",
     )
     p.add_argument(
         "--server-pid",
@@ -86,12 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--compare",
         action="store_true",
-        help="run the same scenario against geventchat, the threaded and asyncio baselines and ncat --chat",
+        help="run the same scenario against geventchat, the threaded and asyncio baselines and ncat --chat "
+        "(with --protocol irc: geventchat's IRC door, ngircd and InspIRCd, each started with a config the bench writes)",
     )
     p.add_argument(
         "--servers",
-        default=",".join(COMPARE_ORDER),
-        help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat)",
+        default=None,
+        help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat; "
+        "with --protocol irc geventchat,ngircd,inspircd)",
+    )
+    p.add_argument(
+        "--server-args",
+        default="",
+        metavar="ARGS",
+        help='more flags for the geventchat server the bench starts, in one string (e.g. "--max-sendq 4194304")',
     )
     p.add_argument("--repeat", type=int, default=1, help="runs per server in --compare; the median is shown (default 1)")
     p.add_argument(
@@ -139,6 +159,7 @@ def scenario_from(args) -> Scenario:
         stall=args.stall,
         idle=args.idle,
         progress=not args.no_progress,
+        protocol=args.protocol,
     )
 
 
@@ -173,7 +194,15 @@ def run_on(name: str | None, sc: Scenario, args, workers: int = 0) -> dict:
         except RuntimeError as exc:
             raise BenchError(str(exc)) from None
         try:
-            server = ServerProcess(name, "127.0.0.1", sc.clients, workers=workers, redis_url=redis.url)
+            server = ServerProcess(
+                name,
+                "127.0.0.1",
+                sc.clients,
+                workers=workers,
+                redis_url=redis.url,
+                protocol=sc.protocol,
+                extra_args=_server_args(args),
+            )
             try:
                 server.start()
             except RuntimeError as exc:
@@ -191,7 +220,9 @@ def run_on(name: str | None, sc: Scenario, args, workers: int = 0) -> dict:
     if name == "ncat":
         # ncat listens with a backlog of 10: more connects at once overflow it and stall
         sc.connect_batch = min(sc.connect_batch, 8)
-    server = ServerProcess(name, "127.0.0.1", sc.clients)
+    server = ServerProcess(name, "127.0.0.1", sc.clients, protocol=sc.protocol, extra_args=_server_args(args))
+    if sc.protocol == "irc":
+        sc.irc_login = login_lines(name)
     try:
         server.start()
     except RuntimeError as exc:
@@ -202,6 +233,12 @@ def run_on(name: str | None, sc: Scenario, args, workers: int = 0) -> dict:
         server.stop()
     res["server"] = name
     return res
+
+
+def _server_args(args) -> tuple:
+    import shlex
+
+    return tuple(shlex.split(getattr(args, "server_args", "") or ""))
 
 
 # ---------------------------------------------------------------------------- output
@@ -514,6 +551,8 @@ def _main(args) -> int:
         raise BenchError("--workers starts its own servers: leave out --host/--port and --compare")
     if args.workers is not None and args.sweep:
         raise BenchError("--workers and --sweep do not go together yet")
+    if not target and not args.compare and args.server not in PROTOCOL_SERVERS[args.protocol]:
+        raise BenchError(f"--server {args.server} does not speak --protocol {args.protocol}")
 
     if args.sweep:
         key, values = parse_sweep(args.sweep)
@@ -595,9 +634,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _compare_names(args) -> list[str]:
-    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    default = IRC_COMPARE_ORDER if args.protocol == "irc" else COMPARE_ORDER
+    names = [n.strip() for n in (args.servers or ",".join(default)).split(",") if n.strip()]
     out = []
     for n in names:
+        if n not in PROTOCOL_SERVERS[args.protocol]:
+            raise BenchError(f"--servers: {n} does not speak --protocol {args.protocol}")
         if not available(n):
             print(f"note: {n} is not available here, skipped", file=sys.stderr)
             continue

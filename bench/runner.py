@@ -35,6 +35,8 @@ class Scenario:
     coalesce: float = 0.001
     idle: bool = False  # connect, measure memory, disconnect: no messages
     progress: bool = True
+    protocol: str = "line"  # or "irc" (bench.worker)
+    irc_login: str = ""  # IRC lines after 001 (bench.ircservers.login_lines)
     extra: dict = field(default_factory=dict)
 
     def n_senders(self) -> int:
@@ -52,7 +54,8 @@ class Scenario:
         s = max(1, self.n_senders())
         # keep what is in flight towards one receiver well under a server's 1 MiB send queue
         budget = 256 * 1024
-        return int(max(1, min(64, budget // (s * (self.size + 16)))))
+        overhead = 60 if self.protocol == "irc" else 16  # ":nick!user@host PRIVMSG #bench :", "nick: "
+        return int(max(1, min(64, budget // (s * (self.size + overhead)))))
 
     def describe(self) -> str:
         if self.idle:
@@ -60,6 +63,8 @@ class Scenario:
         text = f"{self.clients} clients, {self.n_senders()} senders x {self.messages} messages of {self.size} B"
         if self.rate:
             text += f" at {self.rate:g}/s each"
+        if self.protocol == "irc":
+            text += ", over IRC"
         return text
 
 
@@ -117,6 +122,8 @@ def run(sc: Scenario, host: str, port: int | list[int], server_pid: int = 0, lab
                 coalesce=sc.coalesce,
                 run_limit=sc.timeout + 120,
                 ports=tuple(ports) if len(ports) > 1 else (),
+                protocol=sc.protocol,
+                irc_login=sc.irc_login,
             )
             parent, child = ctx.Pipe()
             p = ctx.Process(target=run_worker, args=(plan, child), daemon=True, name=f"bench-worker-{k}")
@@ -332,6 +339,7 @@ def _summarise(
     sent = sum(p["sent"] for p in parts)
     res = {
         "scenario": sc.describe(),
+        "protocol": sc.protocol,
         "clients": N,
         "senders": S,
         "messages": sc.messages,

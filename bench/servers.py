@@ -14,13 +14,22 @@ import time
 
 import psutil
 
+from bench import ircservers
+
 _LISTEN_RE = re.compile(r"Server listening on (\S+):(\d+)")
+_IRC_LISTEN_RE = re.compile(r"IRC listening on (\S+):(\d+)")
 
 # name -> how to start it on a free port (None: the port is chosen here, see ncat)
 SERVER_NAMES = ("geventchat", "threaded", "asyncio", "ncat", "lossy")
+# the servers that speak each protocol (--protocol)
+PROTOCOL_SERVERS = {"line": SERVER_NAMES, "irc": ("geventchat",) + ircservers.IRC_REFERENCES}
+# listening on a port chosen here, found ready by connecting to it
+_PORT_CHOSEN_HERE = ("ncat",) + ircservers.IRC_REFERENCES
 
 
 def available(name: str) -> bool:
+    if name in ircservers.IRC_REFERENCES:
+        return ircservers.available(name)
     if name == "ncat":
         return shutil.which("ncat") is not None
     if name == "geventchat":
@@ -73,8 +82,20 @@ def free_port(host: str) -> int:
 class ServerProcess:
     """A server started by the benchmark; stopped by its PID with SIGTERM (then SIGKILL)."""
 
-    def __init__(self, name: str, host: str = "127.0.0.1", clients: int = 100, workers: int = 0, redis_url: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        host: str = "127.0.0.1",
+        clients: int = 100,
+        workers: int = 0,
+        redis_url: str = "",
+        protocol: str = "line",
+        extra_args: tuple = (),
+    ) -> None:
         self.name = name
+        self.protocol = protocol  # "irc": geventchat with --irc-port; self.port is the IRC port
+        self.extra_args = tuple(extra_args)  # geventchat only: more server flags
+        self.irc_config: ircservers.IrcConfig | None = None
         self.host = host
         self.clients = clients
         self.workers = workers  # geventchat only: 0 = one process without Redis
@@ -89,8 +110,16 @@ class ServerProcess:
         return self.proc.pid if self.proc else 0
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
-        port = free_port(self.host) if self.name == "ncat" else 0
-        cmd = _command(self.name, self.host, port, self.clients, self.workers, self.redis_url)
+        port = free_port(self.host) if self.name in _PORT_CHOSEN_HERE else 0
+        if self.name in ircservers.IRC_REFERENCES:
+            self.irc_config = ircservers.IrcConfig(self.name, self.host, port, self.clients)
+            cmd = self.irc_config.command()
+        else:
+            cmd = _command(self.name, self.host, port, self.clients, self.workers, self.redis_url)
+        if self.name == "geventchat":
+            cmd += list(self.extra_args)
+            if self.protocol == "irc":
+                cmd += ["--irc-port", "0"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             cmd,
@@ -102,7 +131,7 @@ class ServerProcess:
         )
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout
-        if self.name == "ncat":
+        if self.name in _PORT_CHOSEN_HERE:
             self.port = port
             while time.monotonic() < deadline and self.proc.poll() is None:
                 try:
@@ -111,9 +140,10 @@ class ServerProcess:
                 except OSError:
                     time.sleep(0.05)
             else:
+                tail = " | ".join(self.output[-3:])
                 self.stop()
-                raise RuntimeError(f"ncat did not listen on {self.host}:{port}")
-            time.sleep(0.1)  # let ncat forget the probe connection
+                raise RuntimeError(f"{self.name} did not listen on {self.host}:{port}: {tail or 'no output'}")
+            time.sleep(0.1)  # let the server forget the probe connection
             return self
         while time.monotonic() < deadline and self.proc.poll() is None:
             if self._ready.wait(0.05):
@@ -128,20 +158,24 @@ class ServerProcess:
             if len(self.output) < 200:
                 self.output.append(line)
             if not self._ready.is_set():
-                m = _LISTEN_RE.search(line)
+                m = (_IRC_LISTEN_RE if self.protocol == "irc" else _LISTEN_RE).search(line)
                 if m:
                     self.port = int(m.group(2))
                     self._ready.set()
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+            if self.proc is None or self.proc.poll() is not None:
+                return self.proc.returncode if self.proc else None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait(5)
+        finally:
+            if self.irc_config is not None:
+                self.irc_config.cleanup()
 
     def __enter__(self) -> ServerProcess:
         return self.start()

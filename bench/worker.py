@@ -9,6 +9,12 @@ next sequence number expected from each sender): no per-line Python work while e
 is in order. Only a chunk that is not (a loss, a duplicate, a reordering, a stray line) is
 walked line by line to classify what went wrong.
 
+With ``protocol="irc"`` the clients are IRC clients: each registers (NICK/USER, waits for
+001), joins one channel (waits for the end of its NAMES, 366), answers the server's PINGs,
+and senders send ``PRIVMSG #CHANNEL :=HEADER...``. The header's mark is ``=`` there (a
+``#`` begins every channel name); what comes before it (``:nick!user@host PRIVMSG #chan :``)
+is never parsed on the hot path, so any server's prefixes do.
+
 Senders keep a bounded window: a sender may be at most ``window`` messages ahead of what one
 designated receiver in the same process has seen from it, so the generator measures the
 relay rather than how fast it can fill socket buffers.
@@ -39,13 +45,39 @@ SMALL_CHUNK = (
 _OFFSETS = np.arange(1, HEADER, dtype=np.intp)
 _P_KEY = np.array([10**i for i in range(SID_W + SEQ_W - 1, -1, -1)], dtype=np.int64)
 _P_TS = np.array([10**i for i in range(TS_W - 1, -1, -1)], dtype=np.int64)
-_LINE_RE = re.compile(rb"#(\d{%d})(\d{%d})(\d{%d})" % (SID_W, SEQ_W, TS_W))
 _HASH = 35  # ord("#")
+_EQUALS = 61  # ord("="): the mark in IRC mode, where "#" begins every channel name
+MARKS = {"line": _HASH, "irc": _EQUALS}
+PROTOCOLS = tuple(MARKS)
+CHANNEL = "bench"  # the one room (IRC channel #bench) of an IRC run
+
+# IRC replies that end a client's registration or its JOIN: the line is its failure
+_IRC_FATAL = frozenset(
+    b"ERROR 403 405 431 432 433 436 437 451 461 462 463 464 465 471 473 474 475 476 477 481 489 491 501 502".split()
+)
 
 
-def format_message(sid: int, seq: int, ts_us: int, pad: bytes = b"") -> bytes:
-    """One chat line as a sender writes it: header, padding, newline."""
-    return b"#%05d%09d%010d%s\n" % (sid, seq, ts_us, pad)
+def _line_re(mark: int) -> re.Pattern:
+    return re.compile(re.escape(bytes([mark])) + rb"(\d{%d})(\d{%d})(\d{%d})" % (SID_W, SEQ_W, TS_W))
+
+
+def format_message(sid: int, seq: int, ts_us: int, pad: bytes = b"", mark: bytes = b"#") -> bytes:
+    """One chat line's text as a sender writes it: header, padding, newline."""
+    return b"%s%05d%09d%010d%s\n" % (mark, sid, seq, ts_us, pad)
+
+
+def irc_nick(idx: int) -> bytes:
+    return b"b%05d" % idx
+
+
+def irc_command(line: bytes) -> tuple[bytes, bytes]:
+    """(command, the rest) of one IRC line without its line ending; a source is skipped."""
+    if line.startswith(b"@"):  # message tags
+        line = line.partition(b" ")[2].lstrip(b" ")
+    if line.startswith(b":"):
+        line = line.partition(b" ")[2].lstrip(b" ")
+    command, _, rest = line.partition(b" ")
+    return command.upper(), rest
 
 
 @dataclass
@@ -68,6 +100,8 @@ class Plan:
     coalesce: float = 0.0  # seconds to wait when lines arrive one per read (0 = never)
     run_limit: float = 3600.0  # seconds after "go" when the worker stops by itself
     ports: tuple = ()  # several ports (several server processes): client i uses ports[i % len]
+    protocol: str = "line"  # or "irc": register, JOIN #CHANNEL, PRIVMSG, answer PINGs
+    irc_login: str = ""  # IRC lines sent after 001, before JOIN ({nick}: the client's nick)
 
 
 class Client:
@@ -89,6 +123,7 @@ class Client:
         "acks_for",
         "missing",
         "sender_base",
+        "registered",
     )
 
     def __init__(self, idx: int, senders: int, messages: int) -> None:
@@ -112,6 +147,7 @@ class Client:
         self.ack: Client | None = None  # designated receiver for this sender's window
         self.acks_for: list[Client] = []
         self.sender_base = self.sid * KEY_SCALE
+        self.registered = False  # IRC: 001 seen, JOIN sent
 
 
 class Stats:
@@ -150,6 +186,12 @@ class Worker:
         self.go = False
         self.t_go_ns = 0
         self.S = plan.senders
+        self.irc = plan.protocol == "irc"
+        self.mark = MARKS[plan.protocol]
+        self.line_re = _line_re(self.mark)
+        # what goes before each message's text (IRC: the PRIVMSG command), and its end
+        self.prefix = (b"PRIVMSG #%s :" % CHANNEL.encode()) if self.irc else b""
+        self.eol = b"\r\n" if self.irc else b"\n"
 
     # ------------------------------------------------------------------ connecting
     def connect_all(self) -> tuple[int, int, int, str]:
@@ -173,7 +215,12 @@ class Worker:
                     continue
                 c.sock = s
                 c.fd = s.fileno()
-                self.sel.register(s, selectors.EVENT_READ, c)
+                if self.irc:  # written once the connect completes (the socket turns writable)
+                    nick = irc_nick(c.idx)
+                    c.out = b"NICK %s\r\nUSER %s 0 * :geventchat bench\r\n" % (nick, nick)
+                    self.sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+                else:
+                    self.sel.register(s, selectors.EVENT_READ, c)
             while time.monotonic() < deadline:
                 pending = [c for c in group if not c.joined and not c.dead]
                 if not pending:
@@ -181,7 +228,11 @@ class Worker:
                 self.poll(0.05)
             for c in group:
                 if not c.joined and not c.dead:
-                    c.dead = "no welcome line before the connect timeout"
+                    c.dead = (
+                        "no end of NAMES (366) before the connect timeout"
+                        if self.irc
+                        else "no welcome line before the connect timeout"
+                    )
                 if c.dead:
                     failed += 1
                     first_error = first_error or c.dead
@@ -257,7 +308,12 @@ class Worker:
         n = data.count(b"\n", 0, cut)
         c.lines += n
         self.stats.line_count += n
-        if not c.joined:
+        if self.irc:
+            if not c.joined:
+                return self.irc_handshake(c, data, cut)
+            if data.find(b"PING", 0, cut) >= 0:  # a memchr-speed scan; chat text never has it
+                self.answer_pings(c, data, cut)
+        elif not c.joined:
             if data.startswith(b"*** Error"):  # refused: "server full", "too many ... address"
                 self.kill(c, data[: data.find(b"\n")].decode("utf-8", "replace"))
                 return
@@ -267,7 +323,7 @@ class Worker:
         if n <= SMALL_CHUNK:
             return self.small(c, data, cut, n, now_ns)
         a = np.frombuffer(data, np.uint8, cut)
-        h = np.flatnonzero(a == _HASH)
+        h = np.flatnonzero(a == self.mark)
         nh = h.size
         if nh == 0:
             st.other_lines += n
@@ -324,7 +380,8 @@ class Worker:
         nx = c.nx
         seen = {}
         stamps = []
-        pos = data.find(b"#", 0, cut)
+        mark = b"=" if self.irc else b"#"
+        pos = data.find(mark, 0, cut)
         while pos >= 0:
             end = pos + HEADER
             hdr = data[pos + 1 : end]
@@ -341,7 +398,7 @@ class Worker:
                 return self.slow(c, data, cut, now_ns)
             seen[sid] = k + 1
             stamps.append(int(hdr[SID_W + SEQ_W :]))
-            pos = data.find(b"#", end, cut)
+            pos = data.find(mark, end, cut)
         nh = len(stamps)
         if nh > n:
             return self.slow(c, data, cut, now_ns)
@@ -374,9 +431,13 @@ class Worker:
         if c.missing is None:
             c.missing = {}
         for line in data[:cut].split(b"\n")[:-1]:
-            m = _LINE_RE.search(line)
+            m = self.line_re.search(line)
             if m is None:
-                if b"#" in line and not line.startswith(b"***"):
+                if self.irc:
+                    chat = irc_command(line)[0] == b"PRIVMSG"  # a chat line without a header
+                else:
+                    chat = b"#" in line and not line.startswith(b"***")
+                if chat:
                     st.unexpected += 1
                 else:
                     st.other_lines += 1
@@ -411,6 +472,48 @@ class Worker:
                 arr = arr[:: st.sample_every]
             st.lat_samples.append(arr.astype(np.int32))
 
+    # ------------------------------------------------------------------ IRC
+    def irc_handshake(self, c: Client, data: bytes, cut: int) -> None:
+        """Registration and JOIN, one line at a time (only while connecting)."""
+        lines = data[:cut].split(b"\n")[:-1]
+        for pos, raw in enumerate(lines):
+            line = raw.rstrip(b"\r")
+            command, rest = irc_command(line)
+            if command == b"PING":
+                self.send_raw(c, b"PONG %s\r\n" % rest)
+            elif command == b"001" and not c.registered:
+                c.registered = True
+                login = self.plan.irc_login.format(nick=irc_nick(c.idx).decode()).encode()
+                self.send_raw(c, login + b"JOIN #%s\r\n" % CHANNEL.encode())
+            elif command == b"366":
+                c.joined = True
+                self.stats.other_lines += len(lines) - pos
+                return
+            elif command in _IRC_FATAL:
+                self.kill(c, line.decode("utf-8", "replace")[:200])
+                return
+        self.stats.other_lines += len(lines)
+
+    def answer_pings(self, c: Client, data: bytes, cut: int) -> None:
+        """PONG each PING line of a chunk (a server drops a client that does not answer)."""
+        pos = data.find(b"PING", 0, cut)
+        while pos >= 0:
+            start = data.rfind(b"\n", 0, pos) + 1
+            end = data.find(b"\n", pos, cut)
+            command, rest = irc_command(data[start:end].rstrip(b"\r"))
+            if command == b"PING":
+                self.send_raw(c, b"PONG %s\r\n" % rest)
+            pos = data.find(b"PING", end, cut)
+
+    def send_raw(self, c: Client, buf: bytes) -> None:
+        """Protocol lines (PONG, JOIN): after whatever is already waiting to be written."""
+        if c.dead:
+            return
+        if c.out:
+            c.out += buf
+        else:
+            self.write(c, buf)
+
     # ------------------------------------------------------------------ sending
     def pump(self, s: Client) -> None:
         if s.dead or s.out:
@@ -428,7 +531,11 @@ class Worker:
         ts = (time.monotonic_ns() - plan.base_ns) // 1000
         sid = s.sid
         pad = self.pad
-        buf = b"".join([b"#%05d%09d%010d%s\n" % (sid, q, ts, pad) for q in range(s.sent, allowed)])
+        if self.irc:
+            head, eol = self.prefix, self.eol
+            buf = b"".join([b"%s=%05d%09d%010d%s%s" % (head, sid, q, ts, pad, eol) for q in range(s.sent, allowed)])
+        else:
+            buf = b"".join([b"#%05d%09d%010d%s\n" % (sid, q, ts, pad) for q in range(s.sent, allowed)])
         s.sent = allowed
         self.write(s, buf)
 
@@ -448,7 +555,7 @@ class Worker:
         buf, s.out = s.out, b""
         self.sel.modify(s.sock, selectors.EVENT_READ, s)
         self.write(s, buf)
-        if not s.out:
+        if not s.out and self.go and s.sid >= 0:
             self.pump(s)
 
     # ------------------------------------------------------------------ summary
