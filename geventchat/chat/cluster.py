@@ -15,6 +15,9 @@ here); the bus re-announces this process's members when the link is back.
 from __future__ import annotations
 
 import logging
+import time
+
+import gevent
 
 from geventchat.chat.bus import LINK_DOWN, LINK_UP, PRIVATE, ROOM, BusError, RedisBus
 from geventchat.chat.hub import Hub, HubError, Member, Room
@@ -27,6 +30,12 @@ MAX_NICK_TRIES = 1000
 
 # The reason the others see for the users of a server that stops cleanly.
 STOPPING_REASON = "server shutting down"
+
+# A bus record asking the process whose member holds nickname KEY to give it up: someone
+# logged in to that registered nickname elsewhere (the line is the name as logged in).
+TAKEOVER = "T"
+# Seconds a login waits for another process to let go of its nickname.
+TAKEOVER_WAIT = 5.0
 
 
 class ClusterHub(Hub):
@@ -98,6 +107,7 @@ class ClusterHub(Hub):
             self.bus.publish(ROOM, room.key, protocol.quit_line(member.nick, reason or STOPPING_REASON))
 
     def rename(self, member: Member, new: str) -> None:
+        self.check_registered(member, new)
         old = member.nick
         new_key, old_key = protocol.fold(new), protocol.fold(old)
         if new_key in self._claiming:
@@ -115,6 +125,29 @@ class ClusterHub(Hub):
             super().rename(member, new)
         finally:
             self._claiming.discard(new_key)
+
+    def take_nick(self, member: Member, nick: str) -> None:
+        key = protocol.fold(nick)
+        if member.nick != nick and key not in self.members:
+            found = self.bus.lookup(key)
+            if found is not None and found[0] != self.bus.id:
+                # Held on another process: ask it to let go, and wait (bounded) until it has.
+                self.bus.publish(TAKEOVER, key, nick.encode())
+                deadline = time.monotonic() + TAKEOVER_WAIT
+                while found is not None and found[0] != self.bus.id and time.monotonic() < deadline:
+                    gevent.sleep(0.05)
+                    found = self.bus.lookup(key)
+        super().take_nick(member, nick)
+
+    def force_rename(self, member: Member, new: str) -> None:
+        old_key = protocol.fold(member.nick)
+        super().force_rename(member, new)  # ``new`` is claimed already (free_nick)
+        self.bus.update(gone=[old_key], release=[old_key])
+
+    def _taken_over(self, key: str, nick: str) -> None:
+        holder = self.members.get(key)
+        if holder is not None:
+            self.evict(holder, nick)
 
     def join(self, member: Member, name: str) -> None:
         old = member.room
@@ -160,6 +193,8 @@ class ClusterHub(Hub):
                 target = members.get(key)
                 if target is not None:
                     target.deliver(data)
+            elif kind == TAKEOVER and key in members:
+                gevent.spawn(self._taken_over, key, data.decode())  # it waits for Redis
 
     def bus_link(self, up: bool) -> None:
         if self.members and not self._stopping:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from geventchat.chat.accounts import Accounts
 from geventchat.chat.hub import Hub, HubError, Member, chunked
-from geventchat.core import limits, protocol
+from geventchat.core import accountrules, limits, protocol
 
 Handler = Callable[[Hub, Member, tuple[str, ...]], None]
 
@@ -52,6 +53,33 @@ def _stats(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
         member.deliver(protocol.notice(f"{name} ({count})"))
 
 
+def _accounts(hub: Hub) -> Accounts:
+    if hub.accounts is None:
+        raise HubError(accountrules.NO_STORE)
+    return hub.accounts
+
+
+def _address(member: Member) -> str:
+    address = getattr(member, "address", None)
+    return str(address[0]) if address else ""
+
+
+def _register(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
+    _accounts(hub).register(hub, member, args[0])
+
+
+def _login(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
+    _accounts(hub).login(hub, member, args[0], args[1], _address(member))
+
+
+def _logout(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
+    _accounts(hub).logout(member)
+
+
+def _password(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
+    _accounts(hub).change_password(member, args[0], args[1], _address(member))
+
+
 def _help(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
     for line in protocol.help_lines():
         member.deliver(line)
@@ -65,6 +93,10 @@ HANDLERS: dict[str, Handler] = {
     "msg": _msg,
     "me": _me,
     "stats": _stats,
+    "register": _register,
+    "login": _login,
+    "logout": _logout,
+    "password": _password,
     "help": _help,
 }
 

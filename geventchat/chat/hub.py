@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from geventchat.chat.stats import Stats
 from geventchat.core import limits, protocol
+
+if TYPE_CHECKING:
+    from geventchat.chat.accounts import Accounts
 
 log = logging.getLogger("geventchat")
 
@@ -52,6 +55,7 @@ class Hub:
         self.rooms: dict[str, Room] = {}
         self.members: dict[str, Member] = {}  # folded nickname -> member
         self.stats = Stats()  # counters for the metrics page; the connections add to it too
+        self.accounts: Accounts | None = None  # registered nicknames, when the server has a store
 
     # ------------------------------------------------------------------ membership
 
@@ -90,6 +94,7 @@ class Hub:
             self.to_room(room, protocol.quit_line(member.nick, reason))
 
     def rename(self, member: Member, new: str) -> None:
+        self.check_registered(member, new)
         if not protocol.valid_nick(new):
             raise HubError(
                 f"invalid nickname {protocol.strip_controls(new)[:64]!r}: use 1 to {limits.MAX_NICK} "
@@ -104,6 +109,48 @@ class Hub:
             return
         del self.members[old_key]
         self.members[new_key] = member
+        member.nick = new
+        member.deliver(protocol.notice(f"You are now known as {new}"))
+        if self.presence:
+            self.to_room(member.room, protocol.renamed(old, new), member)
+
+    # -------------------------------------------------------------------- accounts
+
+    def check_registered(self, member: Member, new: str) -> None:
+        """A registered nickname is taken only by logging in to it (or by its holder
+        changing its capitals); every door's rename passes here."""
+        key = protocol.fold(new)
+        if self.accounts is None or key == protocol.fold(member.nick) or getattr(member, "account", None) == key:
+            return
+        if protocol.valid_nick(new) and self.accounts.is_registered(new):
+            raise HubError(f"nickname {new} is registered; use /login {new} PASSWORD")
+
+    def take_nick(self, member: Member, nick: str) -> None:
+        """``member`` logged in to ``nick`` and becomes it: whoever holds it here is logged
+        out and renamed to a free name of its port."""
+        if member.nick == nick:
+            return
+        holder = self.members.get(protocol.fold(nick))
+        if holder is not None and holder is not member:
+            self.evict(holder, nick)
+        self.rename(member, nick)
+
+    def evict(self, holder: Member, nick: str) -> None:
+        """``nick`` logged in from another connection: ``holder`` gives the name up."""
+        if getattr(holder, "account", None) is not None:
+            holder.account = None  # type: ignore[attr-defined]
+        holder.deliver(protocol.notice(f"You were logged out: {nick} logged in from another connection"))
+        address = getattr(holder, "address", None)
+        port = str(address[1]) if address else "guest"
+        room = holder.room
+        self.force_rename(holder, self.free_nick(port, room.name if room is not None else limits.DEFAULT_ROOM))
+
+    def force_rename(self, member: Member, new: str) -> None:
+        """Rename to ``new``, a free name (from ``free_nick``), without the checks of a
+        /nick: the server does it, not the member."""
+        old = member.nick
+        del self.members[protocol.fold(old)]
+        self.members[protocol.fold(new)] = member
         member.nick = new
         member.deliver(protocol.notice(f"You are now known as {new}"))
         if self.presence:

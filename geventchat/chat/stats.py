@@ -24,6 +24,10 @@ class Stats:
         "tls_handshake_failures",
         "idle_timeouts",
         "line_timeouts",
+        "registrations",
+        "logins",
+        "login_failures",
+        "login_lockouts",
     )
 
     def __init__(self) -> None:
@@ -59,6 +63,10 @@ COUNTERS = (
     ("tls_handshake_failures", "geventchat_tls_handshake_failures", "TLS handshakes that failed or timed out."),
     ("idle_timeouts", "geventchat_idle_timeouts", "Clients dropped by --idle-timeout."),
     ("line_timeouts", "geventchat_line_timeouts", "Clients dropped by --line-timeout (a line left unfinished)."),
+    ("registrations", "geventchat_registrations", "Nicknames registered (/register)."),
+    ("logins", "geventchat_logins", "Successful logins to a registered nickname."),
+    ("login_failures", "geventchat_login_failures", "Logins (and /password checks) refused for a wrong nickname or password."),
+    ("login_lockouts", "geventchat_login_lockouts", "Times a nickname or an address was locked out after 5 failed logins."),
 )
 
 # Rooms are made by users; a per-room series is exported for the largest ones only.

@@ -177,6 +177,10 @@ COMMAND_SPECS: dict[str, CommandSpec] = {
         CommandSpec("msg", 2, 2, "/msg NICK text", "send a private message to NICK"),
         CommandSpec("me", 1, 1, "/me text", "send an action (* NICK text)"),
         CommandSpec("stats", 0, 0, "/stats", "how many are connected, and in which rooms"),
+        CommandSpec("register", 1, 1, "/register PASSWORD", "register your nickname (needs a server with a store)"),
+        CommandSpec("login", 2, 2, "/login NICK PASSWORD", "become NICK, a registered nickname"),
+        CommandSpec("logout", 0, 0, "/logout", "log out (you keep the name until you change it)"),
+        CommandSpec("password", 2, 2, "/password OLD NEW", "change your password"),
         CommandSpec("help", 0, 0, "/help", "this list"),
         CommandSpec("quit", 0, 1, "/quit [reason]", "leave the chat (so does a line 'exit')"),
     )
@@ -321,8 +325,8 @@ SHUTTING_DOWN = notice("Server shutting down")
 
 def help_lines() -> list[bytes]:
     lines = [notice("Commands:")]
-    lines += [notice(f"  {spec.usage:<16} {spec.summary}") for spec in COMMAND_SPECS.values()]
-    lines.append(notice("  //text           send a chat line that starts with /"))
+    lines += [notice(f"  {spec.usage:<21} {spec.summary}") for spec in COMMAND_SPECS.values()]
+    lines.append(notice("  //text                send a chat line that starts with /"))
     lines.append(notice("Any other line is a chat message to everyone in your room."))
     return lines
 

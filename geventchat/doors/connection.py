@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import _socket
 import contextlib
+import ipaddress
 import logging
 import socket
 import sys
@@ -57,6 +58,15 @@ def describe_peer(address: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return True  # not an IP address (a Unix socket's path): local, say nothing
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
 class Connection:
     __slots__ = (
         "sock",
@@ -66,6 +76,8 @@ class Connection:
         "settings",
         "nick",
         "room",
+        "account",
+        "exposed",
         "_outbox",
         "_pending",
         "_max_sendq",
@@ -113,6 +125,7 @@ class Connection:
         self.settings = settings
         self.nick = ""
         self.room = None
+        self.account: str | None = None  # the folded nickname logged in to (chat.accounts)
         self._outbox: list[bytes] = []
         self._pending = 0  # bytes queued here and not yet handed to the kernel
         self._max_sendq = settings.max_sendq
@@ -125,6 +138,8 @@ class Connection:
         raw = getattr(sock, "_sock", None)
         plain = type(sock) is gsocket.socket and isinstance(raw, _socket.socket)
         self._try_send = raw.send if plain else None
+        # Unencrypted from another machine: account replies carry a warning (chat.accounts).
+        self.exposed = type(sock) is gsocket.socket and not _is_loopback(address[0])
         self._loop = gevent.get_hub().loop
         self._run_callback = self._loop.run_callback
         # Parking (plain sockets only): after PARK_AFTER seconds without input the reader

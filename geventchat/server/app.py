@@ -29,6 +29,7 @@ from geventchat.core.config import Settings
 from geventchat.doors import tls
 from geventchat.doors.connection import Connection, describe_peer
 from geventchat.doors.guard import AddressCounts, Sweeper
+from geventchat.server.accountsetup import open_accounts
 from geventchat.server.binding import (
     LISTEN_BACKLOG,
     bind_listener,
@@ -37,6 +38,7 @@ from geventchat.server.binding import (
     lifecycle,
     port_clash,
 )
+from geventchat.stores.sqlitedb import StoreError
 
 log = logging.getLogger("geventchat")
 # Seconds the "server full" refusal may take to be written before the socket is closed.
@@ -346,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN[,ORIGIN...]",
         help="other pages allowed to open the WebSocket, as scheme://host[:port] (default: the page's own origin only)",
     )
+    parser.add_argument("--db", metavar="PATH", help="keep accounts in this SQLite database (created if missing)")
     cluster = parser.add_argument_group("scale-out over Redis")
     cluster.add_argument(
         "--redis-url",
@@ -528,6 +531,13 @@ def serve(
         except bus.BusError as exc:
             print(f"Error: {exc}", file=sys.stderr)
             return 1
+    try:
+        accounts = open_accounts(args)
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        if hub is not None:
+            hub.close()  # type: ignore[attr-defined]
+        return 1
     # Every port is bound before anything is said to listen: a port that cannot be used is
     # one line and exit 1, never "Server listening" followed by an error.
     metrics_here = metrics_listener is None and args.metrics_port is not None  # else a worker's, for the parent
@@ -535,6 +545,8 @@ def serve(
         listeners = _bind_ports(args, listener, web_listener, metrics_listener)
     except _BindFailed as exc:
         print(exc, file=sys.stderr)
+        if accounts is not None:
+            accounts.close()
         if hub is not None:
             hub.close()  # type: ignore[attr-defined]
         return 1
@@ -542,6 +554,9 @@ def serve(
     if web_listener is not None:  # named to a browser that knocks at the chat port (wrongdoor.py)
         settings = replace(settings, web_port=web_listener.getsockname()[1], web_scheme="https" if args.certfile else "http")
     server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener, tls_context=tls_context)
+    if accounts is not None:
+        accounts.stats = server.stats
+        server.hub.accounts = accounts
     if metrics_listener is not None:
         server.start_metrics(metrics_listener)
         if metrics_here:
@@ -564,6 +579,8 @@ def serve(
     if web is not None:
         web.close()
     server.stop()
+    if server.hub.accounts is not None:
+        server.hub.accounts.close()
     if hub is not None:
         hub.close()  # type: ignore[attr-defined]
     return 0
