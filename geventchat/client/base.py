@@ -95,14 +95,41 @@ def connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT, tls: ssl.SSL
     return sock
 
 
-def greeting_lines(nick: str | None, room: str | None) -> bytes:
-    """What the client sends right after connecting for --nick and --room."""
+def greeting_lines(nick: str | None, room: str | None, password: str | None = None) -> bytes:
+    """What the client sends right after connecting for --nick (with --password-file: a
+    login) and --room."""
     out = b""
-    if nick:
+    if nick and password is not None:
+        out += f"/login {nick} {password}\n".encode()
+    elif nick:
         out += f"/nick {nick}\n".encode("ascii")
     if room:
         out += f"/join {room}\n".encode("ascii")
     return out
+
+
+class PasswordFileError(Exception):
+    """A --password-file that cannot be used; the text is the one line for stderr."""
+
+
+def read_password_file(path: str) -> str:
+    """The password in ``path``: its first line without the line ending. Refused, as ssh
+    refuses a private key, when others than its owner may read (or write) it."""
+    try:
+        with open(path, "rb") as file:
+            mode = os.fstat(file.fileno()).st_mode
+            if mode & 0o077:
+                raise PasswordFileError(
+                    f"Error: password file {path} is accessible by others (mode {mode & 0o777:04o}); "
+                    f"make it private: chmod 600 {path}"
+                )
+            first = file.readline(4096)
+    except OSError as exc:
+        raise PasswordFileError(f"Error: cannot read password file {path}: {exc.strerror or exc}") from None
+    password = first.decode("utf-8", "replace").rstrip("\r\n")
+    if not password or any(ch.isspace() for ch in password):
+        raise PasswordFileError(f"Error: password file {path}: its first line must be the password (no spaces)")
+    return password
 
 
 def is_leave(line: str) -> bool:

@@ -37,9 +37,11 @@ from geventchat.client.base import (
     EXIT_CONNECT,
     EXIT_OK,
     ConnectError,
+    PasswordFileError,
     connect,
     greeting_lines,
     interrupted_line,
+    read_password_file,
     run_pipe,
     tls_context,
 )
@@ -83,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default=limits.DEFAULT_HOST, help="server address (default %(default)s)")
     parser.add_argument("--port", type=_port, default=limits.DEFAULT_PORT, help="server port (default %(default)s)")
     parser.add_argument("--nick", type=_nick, help="set this nickname on connect (/nick NAME)")
+    parser.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="log in to the registered --nick on connect with the password on FILE's first line (FILE must be private: chmod 600)",
+    )
     parser.add_argument("--room", type=_room, help="enter this room on connect (/join ROOM)")
     parser.add_argument(
         "--tls",
@@ -115,7 +122,17 @@ def is_interactive() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    password = None
+    if args.password_file is not None:
+        if not args.nick:
+            parser.error("--password-file needs --nick")
+        try:
+            password = read_password_file(args.password_file)
+        except PasswordFileError as exc:
+            print(exc, file=sys.stderr)
+            return EXIT_CONNECT
     interactive = is_interactive()
     try:
         context = tls_context(args.cafile) if args.tls or args.cafile else None
@@ -128,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C on a connect that hangs (a host that drops SYNs...)
         print(interrupted_line(args.host, args.port), file=sys.stderr, flush=True)
         return EXIT_CONNECT
-    first = greeting_lines(args.nick, args.room)
+    first = greeting_lines(args.nick, args.room, password)
     connected_line = CONNECTED.format(host=args.host, port=args.port)
     try:
         if interactive:

@@ -49,6 +49,7 @@ from geventchat.client.base import (
     tls_failure_line,
 )
 from geventchat.core import protocol
+from geventchat.core.accountrules import is_secret_line
 
 STYLE = Style.from_dict(
     {
@@ -211,6 +212,14 @@ class _ServerClosed(Exception):
     pass
 
 
+class SecretFreeHistory(InMemoryHistory):
+    """Input history that never keeps a ``/register``, ``/login`` or ``/password`` line."""
+
+    def append_string(self, string: str) -> None:
+        if not is_secret_line(string):
+            super().append_string(string)
+
+
 class TerminalClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -219,7 +228,7 @@ class TerminalClient:
         self.leaving = False
         self.closed = asyncio.Event()
         self.session: PromptSession[str] = PromptSession(
-            history=InMemoryHistory(),
+            history=SecretFreeHistory(),
             completer=ChatCompleter(self.state),
             complete_while_typing=False,
             style=STYLE,
