@@ -18,7 +18,8 @@ Where accounts live is a store (``stores.accounts``: SQLite with ``--db``, Redis
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import argon2
 from gevent.threadpool import ThreadPool
@@ -58,6 +59,9 @@ class AccountStore(Protocol):
     def close(self) -> None: ...
 
 
+_T = TypeVar("_T")
+
+
 class PasswordHasher:
     """argon2id hashing and the library's (constant-time) verify, off the event loop."""
 
@@ -68,7 +72,7 @@ class PasswordHasher:
         # long as for a wrong password, and says the same.
         self._decoy: str | None = None
 
-    def _run(self, func, *args):
+    def _run(self, func: Callable[..., _T], *args: str) -> _T:
         if self._pool is None:
             self._pool = ThreadPool(HASH_THREADS)
         return self._pool.apply(func, args)

@@ -41,7 +41,8 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 import gevent
 import gevent.event
@@ -134,7 +135,7 @@ class Sink(Protocol):
     def bus_clash(self, folded: list[str]) -> None: ...
 
 
-def _import_redis():
+def _import_redis() -> ModuleType:
     try:
         import redis
         import redis.backoff
@@ -194,7 +195,7 @@ class RedisBus:
         self._clashes: list[str] = []
         self._closing = False
         self._publishing = False  # a batch is on its way to Redis
-        self._greenlets: list[gevent.Greenlet] = []
+        self._greenlets: list[gevent.Greenlet[..., None]] = []
         self.claims: dict[str, str] = {}  # folded nick -> the value of our claim on it
         self._serial = 0
         self.dropped = 0  # records not published because the link was down
@@ -221,7 +222,7 @@ class RedisBus:
         """Publish what is queued, leave the cluster (free our names), stop."""
         self._closing = True
         if self.up:
-            with gevent.Timeout(timeout, False):
+            with gevent.Timeout(timeout, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
                 while self._queue or self._publishing:
                     self._wake.set()
                     gevent.sleep(0.01)
@@ -279,7 +280,7 @@ class RedisBus:
 
     # ------------------------------------------------------------------- receiving
 
-    def _read(self, pubsub) -> None:
+    def _read(self, pubsub: Any) -> None:
         try:
             self._read_messages(pubsub)
         except Exception as exc:  # the link failed (or was closed under the read)
@@ -288,9 +289,10 @@ class RedisBus:
                     log.error("Redis subscriber failed", exc_info=exc)
                 self._fail(exc)
 
-    def _read_messages(self, pubsub) -> None:
+    def _read_messages(self, pubsub: Any) -> None:
         own = self._origin + _REC
         sink = self.sink
+        assert sink is not None, "start() names the sink before the subscriber runs"
         since_yield = 0  # payload bytes handed to the sink since the flushes last ran
         while True:
             message = pubsub.parse_response(block=True)
@@ -425,6 +427,7 @@ class RedisBus:
             log.warning("Redis had forgotten this server; announcing its users again")
             self._announce()
             self._settle_clashes()
+            assert self.sink is not None, "started"
             self.sink.bus_rejoined()
 
     def _reap_dead(self) -> None:
@@ -438,6 +441,7 @@ class RedisBus:
                 nick, _, room = value.decode().partition("\t")
                 members.append((nick, room))
             log.info("Cleaned up %d user(s) of a server that stopped answering", len(members))
+            assert self.sink is not None, "started"
             self.sink.bus_reaped(members)
 
     # ------------------------------------------------------------- shared state
@@ -481,7 +485,7 @@ class RedisBus:
         anyone: ``members`` folded nick -> (nick, room) listed, ``gone`` unlisted,
         ``release`` nicknames given up, ``respell`` folded nick -> the same name with other
         capitals. With the link down only our own records change (see ``_announce``)."""
-        ops = []
+        ops: list[tuple[Any, ...]] = []
         for folded in release:
             value = self.claims.pop(folded, None)
             if value is not None:

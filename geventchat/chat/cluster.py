@@ -22,6 +22,7 @@ import gevent
 from geventchat.chat.bus import LINK_DOWN, LINK_UP, PRIVATE, ROOM, BusError, RedisBus
 from geventchat.chat.hub import Hub, HubError, Member, Room
 from geventchat.core import limits, protocol
+from geventchat.core.config import Settings
 
 log = logging.getLogger("geventchat")
 
@@ -168,11 +169,13 @@ class ClusterHub(Hub):
     # ------------------------------------------------------------------- listings
 
     def room_counts(self) -> list[tuple[str, int]]:
-        counts = {room.key: [room.name, len(room.members)] for room in self.rooms.values()}
+        names = {room.key: room.name for room in self.rooms.values()}
+        counts = {room.key: len(room.members) for room in self.rooms.values()}
         for _, room_name in self.bus.remote_members():
-            entry = counts.setdefault(protocol.fold(room_name), [room_name, 0])
-            entry[1] += 1
-        return sorted(((name, count) for name, count in counts.values()), key=lambda rc: protocol.fold(rc[0]))
+            key = protocol.fold(room_name)
+            names.setdefault(key, room_name)
+            counts[key] = counts.get(key, 0) + 1
+        return sorted(((names[key], count) for key, count in counts.items()), key=lambda rc: protocol.fold(rc[0]))
 
     def nicks_in(self, room: Room) -> list[str]:
         here = super().nicks_in(room)
@@ -245,7 +248,7 @@ class ClusterHub(Hub):
                 self.to_room(member.room, protocol.renamed(old, new), member)
 
 
-def connect(url: str, settings, *, expiry: float | None = None, link_now: bool = True) -> ClusterHub:
+def connect(url: str, settings: Settings, *, expiry: float | None = None, link_now: bool = True) -> ClusterHub:
     """A hub linked to the cluster behind ``url``; raises ``bus.BusError`` if Redis cannot
     be used now (not installed, bad URL, unreachable). With ``link_now`` False (a
     ``--workers`` worker started again while its cluster runs), only a bad URL raises: the

@@ -196,7 +196,7 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
                 data = data[newline + 1 :]
                 passing_long_line = False
         pending_input.extend(data)
-        lines = pending_input.split(b"\n")
+        lines: list[bytes | bytearray] = [*pending_input.split(b"\n")]
         rest = lines.pop()
         pending_input[:] = rest
         if at_eof and rest:

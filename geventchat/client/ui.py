@@ -314,15 +314,17 @@ class TerminalClient:
         reading = asyncio.ensure_future(self.read_loop())
         if first:
             self.writer.write(first)
+
+        def stop_if_closed() -> None:
+            if self.closed.is_set():
+                self._stop_prompt()
+
         try:
             while True:
                 if self.closed.is_set():
                     break
                 try:
-                    typed = await self.session.prompt_async(
-                        self.prompt,
-                        pre_run=lambda: self.closed.is_set() and self._stop_prompt(),
-                    )
+                    typed = await self.session.prompt_async(self.prompt, pre_run=stop_if_closed)
                 except _ServerClosed:
                     break
                 except (EOFError, KeyboardInterrupt):

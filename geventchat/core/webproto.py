@@ -206,7 +206,7 @@ class HttpGateway:
                     continue
                 break
             kind = type(event)
-            if kind is h11.Request:
+            if isinstance(event, h11.Request):
                 if _head_size(event) > HTTP_MAX_HEAD:
                     # h11 enforces the limit only on a head still arriving; one recv can
                     # bring a whole larger one.
@@ -259,7 +259,7 @@ class HttpGateway:
         try:
             if request.method != b"GET":
                 raise WsRemoteProtocolError("Request method must be GET")
-            ws.initiate_upgrade_connection(request.headers, request.target)
+            ws.initiate_upgrade_connection(list(request.headers), request.target)
             list(ws.events())
         except WsRemoteProtocolError as exc:
             hint = getattr(exc, "event_hint", None)
@@ -344,7 +344,7 @@ class WebSocketFramer:
         self.closed = False
         self.close_reply: tuple[int, str] | None = None  # code and reason to answer with
         self.error = ""  # why the protocol failed, when it did
-        self._parts: list[str | bytes] = []
+        self._parts: list[str | bytes | bytearray] = []
         self._size = 0  # bytes of the message so far
         self._discarding = False
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 from dataclasses import replace
+from typing import TYPE_CHECKING, cast
 
 import gevent
 import gevent.event
@@ -40,6 +41,9 @@ from geventchat.server.binding import (
 )
 from geventchat.stores.sqlitedb import StoreError
 
+if TYPE_CHECKING:
+    from geventchat.server.metrics import MetricsServer
+
 log = logging.getLogger("geventchat")
 # Seconds the "server full" refusal may take to be written before the socket is closed.
 REFUSAL_TIMEOUT = 1.0
@@ -63,7 +67,7 @@ class ChatServer:
         self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
         self.connections: set[Connection] = set()
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
-        self._listener = StreamServer(
+        self._listener = StreamServer(  # type: ignore[call-overload]  # gevent's stubs want its own socket type
             listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG
         )
         self._stopping = False
@@ -72,7 +76,7 @@ class ChatServer:
         self._sweeper = Sweeper(
             lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout, on_timeout=self.stats.timed_out
         )
-        self._metrics = None  # metrics.MetricsServer once start_metrics() is called
+        self._metrics: MetricsServer | None = None  # once start_metrics() is called
         self._handshaking: set[gevent.Greenlet] = set()
 
     @property
@@ -141,13 +145,14 @@ class ChatServer:
         _tune(sock)
         if self.tls_context is not None:
             try:
-                sock = self._handshake(sock, address)
+                tls_sock = self._handshake(sock, address)
             except BaseException:  # a stop killed the handshake
                 self.per_address.release(address[0])
                 raise
-            if sock is None:
+            if tls_sock is None:
                 self.per_address.release(address[0])
                 return
+            sock = tls_sock
         else:
             # The StreamServer closes the socket it handed us when this handler returns,
             # but a plain connection outlives its first greenlet when its reader parks: it
@@ -173,7 +178,8 @@ class ChatServer:
 
     def _handshake(self, sock: socket.socket, address: tuple) -> socket.socket | None:
         """TLS handshake in this handler greenlet, bounded; one console line if it fails."""
-        current = gevent.getcurrent()
+        current = cast(gevent.Greenlet, gevent.getcurrent())  # a handler runs in a pool's Greenlet
+        assert self.tls_context is not None, "only TLS connections shake hands"
         self._handshaking.add(current)
         try:
             tls_sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)
@@ -189,10 +195,11 @@ class ChatServer:
         log.info("Refused connection from %s (%s)", describe_peer(address), reason)
         if self.tls_context is not None:
             # Say it in the language the client speaks (or just close if it cannot).
-            sock, _ = tls.handshake(sock, self.tls_context, REFUSAL_TIMEOUT)
-            if sock is None:
+            tls_sock, _ = tls.handshake(sock, self.tls_context, REFUSAL_TIMEOUT)
+            if tls_sock is None:
                 return
-        with gevent.Timeout(REFUSAL_TIMEOUT, False):
+            sock = tls_sock
+        with gevent.Timeout(REFUSAL_TIMEOUT, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
             try:
                 sock.sendall(line)
                 sock.shutdown(socket.SHUT_WR)
@@ -536,7 +543,7 @@ def serve(
     except StoreError as exc:
         print(exc, file=sys.stderr)
         if hub is not None:
-            hub.close()  # type: ignore[attr-defined]
+            hub.close()
         return 1
     # Every port is bound before anything is said to listen: a port that cannot be used is
     # one line and exit 1, never "Server listening" followed by an error.
@@ -548,7 +555,7 @@ def serve(
         if accounts is not None:
             accounts.close()
         if hub is not None:
-            hub.close()  # type: ignore[attr-defined]
+            hub.close()
         return 1
     listener, web_listener, metrics_listener = listeners
     if web_listener is not None:  # named to a browser that knocks at the chat port (wrongdoor.py)
@@ -582,5 +589,5 @@ def serve(
     if server.hub.accounts is not None:
         server.hub.accounts.close()
     if hub is not None:
-        hub.close()  # type: ignore[attr-defined]
+        hub.close()
     return 0

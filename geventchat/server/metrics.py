@@ -81,7 +81,7 @@ class MetricsServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.address
+        return self._server.address  # type: ignore[return-value]  # a TCP listener's: (host, port)
 
     def start(self) -> None:
         """Bind and serve; raises OSError if the address cannot be used."""

@@ -115,7 +115,7 @@ class _Handler(WSGIHandler):
 
 def fetch(path: str, timeout: float = SCRAPE_TIMEOUT) -> str | None:
     """The metrics page served on the unix socket ``path``; None if none comes in time."""
-    with gevent.Timeout(timeout, False):
+    with gevent.Timeout(timeout, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
         try:
             with gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
                 sock.connect(path)

@@ -117,7 +117,7 @@ def run_workers(args, serve) -> int:
     os.close(ready_w)
     ready = 0
     gevent.os.make_nonblocking(ready_r)
-    with gevent.Timeout(30, False):
+    with gevent.Timeout(30, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
         while ready < args.workers:
             data = gevent.os.nb_read(ready_r, 64)
             if not data:

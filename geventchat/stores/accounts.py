@@ -116,7 +116,7 @@ class RedisAccountStore:
             value = self._redis.hget(self._key(key), "hash")
         except self._errors:
             raise AccountStoreError(UNAVAILABLE) from None
-        return value.decode() if value else None
+        return value.decode() if value else None  # type: ignore[union-attr]  # bytes: responses are not decoded
 
     def create(self, key: str, nick: str, password_hash: str) -> bool:
         try:
