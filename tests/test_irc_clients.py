@@ -1,12 +1,13 @@
-"""A real IRC client end to end: irssi (the Debian package) in tmux.
+"""Real IRC clients end to end: irssi and WeeChat (Debian packages) in tmux.
 
-irssi runs in a tmux pane with a throwaway home directory and a config the test writes,
-connects to the server's IRC port on 127.0.0.1, joins #lobby and chats; the test types
-with send-keys and reads the screen with capture-pane. Against geventchat (--irc-port) the
+Each runs in a tmux pane with a throwaway home directory (irssi: a config the test writes;
+WeeChat: its server added by start-up commands), connects to the server's IRC port on
+127.0.0.1, joins #lobby and chats; the test types with send-keys and reads the screen
+with capture-pane. Against geventchat (--irc-port) the
 other party is a plain socket user on the chat port, as `nc` would be; against ngircd (the
 reference for what a real IRC server does) it is a plain socket speaking IRC.
 
-Without irssi (or tmux) these tests are skipped, unless GEVENTCHAT_REQUIRE_IRC is set
+Without irssi or WeeChat (or tmux) these tests are skipped, unless GEVENTCHAT_REQUIRE_IRC is set
 (.ci/run sets it): then they fail.
 """
 
@@ -32,17 +33,19 @@ for path in (str(ROOT), str(HERE)):
 from conftest import console_text  # noqa: E402
 from test_client_tty import Tmux  # noqa: E402
 
-IRSSI = shutil.which("irssi")
 TMUX = shutil.which("tmux")
 WAIT = 15.0
 IRC_LISTENING_RE = re.compile(r"IRC listening on 127\.0\.0\.1:(\d+)")
+# the Debian package of each client (.ci/run installs them)
+PACKAGES = {"irssi": "irssi", "weechat": "weechat-curses"}
 
 
-@pytest.fixture(autouse=True)
-def _require_irssi_and_tmux():
-    missing = [name for name, path in (("irssi", IRSSI), ("tmux", TMUX)) if path is None]
+def require(*binaries: str) -> None:
+    missing = [name for name in binaries if shutil.which(name) is None]
     if missing:
-        reason = f"{' and '.join(missing)} not installed (Debian: apt-get install {' '.join(missing)})"
+        reason = (
+            f"{' and '.join(missing)} not installed (Debian: apt-get install {' '.join(PACKAGES.get(m, m) for m in missing)})"
+        )
         if os.environ.get("GEVENTCHAT_REQUIRE_IRC"):
             pytest.fail(f"{reason}; GEVENTCHAT_REQUIRE_IRC is set")
         pytest.skip(reason)
@@ -52,7 +55,7 @@ IRSSI_CONFIG = """\
 settings = {
   core = {
     real_name = "irssi in a test";
-    user_name = "irssiuser";
+    user_name = "%(nick)s";
     nick = "%(nick)s";
     timestamp_format = "%%H:%%M";
     settings_autosave = "no";
@@ -69,14 +72,19 @@ servers = ( );
 """
 
 
-class Irssi:
-    """irssi in its own tmux server, connected to 127.0.0.1:port as nick."""
+class TerminalIrcClient:
+    """A real IRC client in its own tmux server, connected to 127.0.0.1:port as nick."""
+
+    name = ""
 
     def __init__(self, home: Path, port: int, nick: str) -> None:
+        require(self.name, "tmux")
         home.mkdir(parents=True, exist_ok=True)
-        (home / "config").write_text(IRSSI_CONFIG % {"nick": nick})
-        command = f"{IRSSI} --home={home} --connect=127.0.0.1 --port={port} --nick={nick}"
-        self.tmux = Tmux(command)
+        self.nick = nick
+        self.tmux = Tmux(self.command(home, port, nick))
+
+    def command(self, home: Path, port: int, nick: str) -> str:
+        raise NotImplementedError
 
     def type_line(self, text: str) -> None:
         self.tmux.keys(text)
@@ -88,21 +96,61 @@ class Irssi:
         lines = self.tmux.wait_screen(lambda ls: any(regex.search(line) for line in ls), repr(pattern), timeout)
         return next(line for line in lines if regex.search(line))
 
-    def wait_registered(self) -> None:
-        """The server's welcome (001) or its MOTD shows: commands typed now reach it (a
-        /join typed earlier only gets irssi's 'Not connected to server')."""
-        self.wait_line(r"-!- (Welcome|.*MOTD)")
+    def join_lobby(self) -> None:
+        raise NotImplementedError
+
+    def wait_chat(self, nick: str, text: str) -> str:
+        """The screen line that shows nick's chat line text in the channel."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self.tmux.kill()
 
 
-@pytest.fixture
-def irssi_factory(tmp_path):
-    started: list[Irssi] = []
+class Irssi(TerminalIrcClient):
+    name = "irssi"
 
-    def start(port: int, nick: str) -> Irssi:
-        client = Irssi(tmp_path / f"irssi-{nick}", port, nick)
+    def command(self, home: Path, port: int, nick: str) -> str:
+        (home / "config").write_text(IRSSI_CONFIG % {"nick": nick})
+        return f"irssi --home={home} --connect=127.0.0.1 --port={port} --nick={nick}"
+
+    def join_lobby(self) -> None:
+        # The server's welcome (001) or its MOTD first: a /join typed earlier only gets
+        # irssi's "Not connected to server".
+        self.wait_line(r"-!- (Welcome|.*MOTD)")
+        self.type_line("/join #lobby")
+        self.wait_line(rf"{self.nick}.*has joined #lobby")
+
+    def wait_chat(self, nick: str, text: str) -> str:
+        return self.wait_line(rf"<.?{nick}> {re.escape(text)}")
+
+
+class WeeChat(TerminalIrcClient):
+    name = "weechat"
+
+    def command(self, home: Path, port: int, nick: str) -> str:
+        # --dir: a throwaway home; the server is added (plain TCP, -notls) and joined by
+        # the commands WeeChat runs at start
+        run = f"/server add test 127.0.0.1/{port} -notls -nicks={nick} -username={nick} -autojoin=#lobby;/connect test"
+        return f"weechat --dir {home} --run-command '{run}'"
+
+    def join_lobby(self) -> None:
+        self.wait_line(rf"{self.nick} \(.*\) has joined #lobby")
+
+    def wait_chat(self, nick: str, text: str) -> str:
+        return self.wait_line(rf"{nick} [|\u2502] {re.escape(text)}")
+
+
+CLIENTS = {"irssi": Irssi, "weechat": WeeChat}
+
+
+@pytest.fixture(params=sorted(CLIENTS))
+def irc_client(request, tmp_path):
+    """Factory: irc_client(port, nick) -> a running irssi or WeeChat; closed at teardown."""
+    started: list[TerminalIrcClient] = []
+
+    def start(port: int, nick: str) -> TerminalIrcClient:
+        client = CLIENTS[request.param](tmp_path / f"{request.param}-{nick}", port, nick)
         started.append(client)
         return client
 
@@ -153,7 +201,7 @@ def geventchat_has_irc_door() -> bool:
 
 
 @pytest.mark.timeout(90)
-def test_irssi_and_a_socket_user_chat_in_lobby(start_server, irssi_factory):
+def test_an_irc_client_and_a_socket_user_chat_in_lobby(start_server, irc_client):
     if not geventchat_has_irc_door():
         pytest.skip("geventchat has no --irc-port yet")
     server = start_server("--irc-port", "0")
@@ -164,17 +212,15 @@ def test_irssi_and_a_socket_user_chat_in_lobby(start_server, irssi_factory):
     nc.send("/nick ncuser")
     nc.until(lambda text: "ncuser" in text)
 
-    irssi = irssi_factory(irc_port, "irssiuser")
-    irssi.wait_registered()
-    irssi.type_line("/join #lobby")
-    irssi.wait_line(r"irssiuser.*has joined #lobby")
-    irssi.wait_line(r"ncuser")  # the names of #lobby list the socket user
+    client = irc_client(irc_port, "ircuser")
+    client.join_lobby()
+    client.wait_line(r"ncuser")  # the names of #lobby list the socket user
 
-    irssi.type_line("hello from irssi")
-    nc.until(lambda text: text == "irssiuser: hello from irssi")
+    client.type_line("hello from the irc client")
+    nc.until(lambda text: text == "ircuser: hello from the irc client")
 
     nc.send("hello from nc")
-    irssi.wait_line(r"<.?ncuser> hello from nc")
+    client.wait_chat("ncuser", "hello from nc")
     server.wait_for(lambda text: console_text(text, "ncuser: hello from nc"))
 
 
@@ -182,30 +228,25 @@ def test_irssi_and_a_socket_user_chat_in_lobby(start_server, irssi_factory):
 
 
 @pytest.mark.timeout(90)
-def test_irssi_against_ngircd_the_reference(irssi_factory):
+def test_the_same_against_ngircd_the_reference(irc_client):
     """The same exchange with ngircd: what a real IRC server shows irssi, and a check that
     this harness (config, tmux, the screen patterns) works with a server known to be right."""
     from bench.servers import ServerProcess
 
-    if shutil.which("ngircd") is None and not os.path.exists("/usr/sbin/ngircd"):
-        if os.environ.get("GEVENTCHAT_REQUIRE_IRC"):
-            pytest.fail("ngircd is not installed (GEVENTCHAT_REQUIRE_IRC is set)")
-        pytest.skip("ngircd is not installed")
+    require("ngircd")
     server = ServerProcess("ngircd", protocol="irc").start()
     try:
         other = IrcSocket(server.port, "sockuser")
         other.send("JOIN #lobby")
         other.until(lambda line: " 366 " in line)
-        irssi = irssi_factory(server.port, "irssiuser")
-        irssi.wait_registered()
-        irssi.type_line("/join #lobby")
-        irssi.wait_line(r"irssiuser.*has joined #lobby")
-        other.until(lambda line: line.startswith(":irssiuser!") and "JOIN" in line)
-        irssi.type_line("hello from irssi")
+        client = irc_client(server.port, "ircuser")
+        client.join_lobby()
+        other.until(lambda line: line.startswith(":ircuser!") and "JOIN" in line)
+        client.type_line("hello from the irc client")
         got = other.until(lambda line: "PRIVMSG #lobby" in line)
-        assert re.fullmatch(r":irssiuser!~?irssiuser@\S+ PRIVMSG #lobby :hello from irssi", got), got
+        assert re.fullmatch(r":ircuser!~?ircuser@\S+ PRIVMSG #lobby :hello from the irc client", got), got
         other.send("PRIVMSG #lobby :hello from the socket")
-        irssi.wait_line(r"<.?sockuser> hello from the socket")
+        client.wait_chat("sockuser", "hello from the socket")
         other.close()
     finally:
         server.stop()
