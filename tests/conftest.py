@@ -402,3 +402,22 @@ def join_all(connect, server: ServerProcess, count: int, presence: bool = True) 
                 other.expect(f"*** {newcomer.nick} joined lobby")
         group.append(newcomer)
     return group
+
+
+# ------------------------------------------------------------------- the summary
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Skips in one line, counted by reason (pyproject's addopts reports failures and errors
+    only): a machine without redis-server, chromium or tmux skips whole files, and pytest's
+    own -rs prints a line per test for that."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.write_line(
+            f"{sum(reasons.values())} skipped: " + " | ".join(f"[{count}] {reason}" for reason, count in sorted(reasons.items()))
+        )
