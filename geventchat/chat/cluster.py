@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import gevent
 
@@ -23,6 +24,7 @@ from geventchat.chat.bus import LINK_DOWN, LINK_UP, PRIVATE, ROOM, BusError, Red
 from geventchat.chat.hub import Hub, HubError, Member, Room
 from geventchat.core import limits, protocol
 from geventchat.core.config import Settings
+from geventchat.core.history import DEFAULT_REQUEST, HistoryStore
 
 log = logging.getLogger("geventchat")
 
@@ -40,8 +42,18 @@ TAKEOVER_WAIT = 5.0
 
 
 class ClusterHub(Hub):
-    def __init__(self, bus: RedisBus, *, presence: bool = True, log_messages: bool = True) -> None:
-        super().__init__(presence=presence, log_messages=log_messages)
+    def __init__(
+        self,
+        bus: RedisBus,
+        *,
+        presence: bool = True,
+        log_messages: bool = True,
+        history: HistoryStore | None = None,
+        history_on_join: int = DEFAULT_REQUEST,
+    ) -> None:
+        # history: one store for the whole cluster (Redis): every process reads the lines
+        # the others recorded
+        super().__init__(presence=presence, log_messages=log_messages, history=history, history_on_join=history_on_join)
         self.bus = bus
         self._claiming: set[str] = set()  # folded nicknames being claimed in Redis right now
         self._stopping = False  # our members have been told the server is shutting down
@@ -51,6 +63,7 @@ class ClusterHub(Hub):
 
     def close(self) -> None:
         self.bus.close()
+        super().close()
 
     def begin_stop(self) -> None:
         # "*** Server shutting down" is the last thing our members hear: the other processes'
@@ -248,7 +261,7 @@ class ClusterHub(Hub):
                 self.to_room(member.room, protocol.renamed(old, new), member)
 
 
-def connect(url: str, settings: Settings, *, expiry: float | None = None, link_now: bool = True) -> ClusterHub:
+def connect(url: str, settings: Settings, *, expiry: float | None = None, link_now: bool = True, **history: Any) -> ClusterHub:
     """A hub linked to the cluster behind ``url``; raises ``bus.BusError`` if Redis cannot
     be used now (not installed, bad URL, unreachable). With ``link_now`` False (a
     ``--workers`` worker started again while its cluster runs), only a bad URL raises: the
@@ -258,7 +271,7 @@ def connect(url: str, settings: Settings, *, expiry: float | None = None, link_n
     link = RedisBus(url, expiry=expiry or DEFAULT_EXPIRY)
     if link_now:
         link.check()
-    hub = ClusterHub(link, presence=settings.presence, log_messages=settings.log_messages)
+    hub = ClusterHub(link, presence=settings.presence, log_messages=settings.log_messages, **history)
     hub.start()
     if link_now and not link.wait_up(timeout=10):
         link.close(timeout=0)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from geventchat.chat.accounts import Accounts
 from geventchat.chat.hub import Hub, HubError, Member, chunked
-from geventchat.core import accountrules, limits, protocol
+from geventchat.core import accountrules, history, limits, protocol
 
 Handler = Callable[[Hub, Member, tuple[str, ...]], None]
 
@@ -80,6 +80,15 @@ def _password(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
     _accounts(hub).change_password(member, args[0], args[1], _address(member))
 
 
+def _history(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
+    if hub.history is None:
+        raise HubError(history.HISTORY_OFF)
+    count = history.parse_count(args)
+    if count is None:
+        raise HubError(history.USAGE)
+    hub.show_history(member, count)
+
+
 def _help(hub: Hub, member: Member, args: tuple[str, ...]) -> None:
     for line in protocol.help_lines():
         member.deliver(line)
@@ -97,6 +106,7 @@ HANDLERS: dict[str, Handler] = {
     "login": _login,
     "logout": _logout,
     "password": _password,
+    "history": _history,
     "help": _help,
 }
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from geventchat.chat.stats import Stats
 from geventchat.core import limits, protocol
+from geventchat.core.history import DEFAULT_REQUEST, HISTORY_OFF, Entry, HistoryStore, block
 
 if TYPE_CHECKING:
     from geventchat.chat.accounts import Accounts
@@ -49,9 +50,18 @@ class HubError(Exception):
 
 
 class Hub:
-    def __init__(self, *, presence: bool = True, log_messages: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        presence: bool = True,
+        log_messages: bool = True,
+        history: HistoryStore | None = None,
+        history_on_join: int = DEFAULT_REQUEST,
+    ) -> None:
         self.presence = presence  # tell the others about joins, parts, renames, quits
         self.log_messages = log_messages  # one console line per chat message relayed
+        self.history = history  # where room lines are kept (contract §10); None: off
+        self.history_on_join = history_on_join if history is not None else 0  # lines replayed on entering a room
         self.rooms: dict[str, Room] = {}
         self.members: dict[str, Member] = {}  # folded nickname -> member
         self.stats = Stats()  # counters for the metrics page; the connections add to it too
@@ -74,11 +84,12 @@ class Hub:
         """Register a new member under (a free variant of) its nickname, in ``room``."""
         if not protocol.valid_nick(wanted_nick):
             raise ValueError(f"not a valid nickname: {wanted_nick!r}")
+        recent = self.recent_lines(room, self.history_on_join)  # may wait (a store's read): before the name is held
         member.nick = self.free_nick(wanted_nick, room)
         member.room = None
         self.members[protocol.fold(member.nick)] = member
-        self._enter(member, room)
-        member.deliver(protocol.welcome(member.nick, room))
+        entered = self._enter(member, room)
+        member.deliver(protocol.welcome(member.nick, room) + block(entered.name, recent))
         if self.presence:
             self.to_room(member.room, protocol.joined(member.nick, room), member)
 
@@ -165,11 +176,14 @@ class Hub:
         if old is not None and old.key == protocol.fold(name):
             member.deliver(protocol.notice(f"You are already in {old.name}"))
             return
+        recent = self.recent_lines(name, self.history_on_join)  # may wait: read before leaving
+        if self.members.get(protocol.fold(member.nick)) is not member:
+            return  # gone while the store was read
         self._leave(member)
         if self.presence and old is not None:
             self.to_room(old, protocol.left(member.nick, old.name))
         room = self._enter(member, name)
-        member.deliver(protocol.notice(f"You are now in {room.name}"))
+        member.deliver(protocol.notice(f"You are now in {room.name}") + block(room.name, recent))
         if self.presence:
             self.to_room(room, protocol.joined(member.nick, room.name), member)
 
@@ -205,12 +219,44 @@ class Hub:
                 log.info("%s: %s", nick, text)
         data = b"".join([protocol.chat_line(nick, text) for text in texts])
         self.to_room(member.room, data, member)
+        if self.history is not None and member.room is not None:
+            self.history.record(member.room.key, nick, texts)  # only queued: written later, elsewhere
 
     def action(self, member: Member, text: str) -> None:
         self.stats.messages_received += 1
         if self.log_messages:
             log.info("* %s %s", member.nick, text)
         self.to_room(member.room, protocol.action_line(member.nick, text), member)
+        if self.history is not None and member.room is not None:
+            self.history.record(member.room.key, member.nick, (text,), action=True)
+
+    # --------------------------------------------------------------------- history
+
+    def recent_lines(self, room_name: str, count: int) -> list[Entry]:
+        """The last ``count`` kept lines of a room (oldest first); may wait on the store."""
+        if self.history is None or count < 1:
+            return []
+        return self.history.recent(protocol.fold(room_name), count)
+
+    def show_history(self, member: Member, count: int) -> None:
+        """``/history [N]``: the room's last ``count`` lines as a block, or why there are none."""
+        if self.history is None:
+            raise HubError(HISTORY_OFF)
+        room = member.room
+        assert room is not None, "every registered member is in a room"
+        recent = self.recent_lines(room.name, count)
+        if member.room is not room:
+            return  # left (or moved on) while the store was read: nothing of that room now
+        member.deliver(block(room.name, recent) or protocol.notice(f"No messages in {room.name} yet"))
+
+    def close(self) -> None:
+        """Release what the hub holds (its store; a cluster hub also its link)."""
+        self.close_history()
+
+    def close_history(self) -> None:
+        """The server stops: the store writes what is pending (before ``Server stopped``)."""
+        if self.history is not None:
+            self.history.close()
 
     def private(self, member: Member, target_nick: str, text: str) -> None:
         target = self.members.get(protocol.fold(target_nick))

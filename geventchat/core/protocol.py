@@ -181,6 +181,7 @@ COMMAND_SPECS: dict[str, CommandSpec] = {
         CommandSpec("login", 2, 2, "/login NICK PASSWORD", "become NICK, a registered nickname"),
         CommandSpec("logout", 0, 0, "/logout", "log out (you keep the name until you change it)"),
         CommandSpec("password", 2, 2, "/password OLD NEW", "change your password"),
+        CommandSpec("history", 0, 1, "/history [N]", "the last N lines of your room (default 20, at most 500)"),
         CommandSpec("help", 0, 0, "/help", "this list"),
         CommandSpec("quit", 0, 1, "/quit [reason]", "leave the chat (so does a line 'exit')"),
     )

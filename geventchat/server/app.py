@@ -27,6 +27,7 @@ from geventchat import __version__
 from geventchat.chat.hub import Hub
 from geventchat.core import limits, protocol
 from geventchat.core.config import Settings
+from geventchat.core.history import DEFAULT_KEEP, DEFAULT_REQUEST
 from geventchat.doors import tls
 from geventchat.doors.connection import Connection, describe_peer
 from geventchat.doors.guard import AddressCounts, Sweeper
@@ -130,6 +131,7 @@ class ChatServer:
             greenlet.kill(block=False)
         self._handlers.join(timeout=timeout)
         self._handlers.kill(block=True, timeout=1)
+        self.hub.close_history()  # nothing relayed is missing from the store after the next line
         lifecycle.info("Server stopped")
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
@@ -258,6 +260,16 @@ def _seconds(text: str) -> float:
 _seconds.__name__ = "number of seconds"
 
 
+def _lines(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+_lines.__name__ = "number of lines"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geventchat-server",
@@ -355,7 +367,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN[,ORIGIN...]",
         help="other pages allowed to open the WebSocket, as scheme://host[:port] (default: the page's own origin only)",
     )
-    parser.add_argument("--db", metavar="PATH", help="keep accounts in this SQLite database (created if missing)")
     cluster = parser.add_argument_group("scale-out over Redis")
     cluster.add_argument(
         "--redis-url",
@@ -368,6 +379,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="N server processes share the port, joined over --redis-url (default: one process)",
+    )
+    kept = parser.add_argument_group("history (contract §10)")
+    kept.add_argument(
+        "--history",
+        type=_lines,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help="chat lines kept per room; 0 turns history off (default %(default)s)",
+    )
+    kept.add_argument(
+        "--history-on-join",
+        type=_lines,
+        default=DEFAULT_REQUEST,
+        metavar="K",
+        help="recent lines a member gets on entering a room; 0 = none (default %(default)s)",
+    )
+    kept.add_argument(
+        "--db",
+        metavar="PATH",
+        help="keep history and accounts in this SQLite database (created if missing; default: history in memory, or in Redis with --redis-url)",
     )
     cluster.add_argument(
         "--redis-expiry",
@@ -446,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         monkey.patch_all()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.db is not None and args.redis_url:
+        print("Error: --db and --redis-url cannot be used together (with --redis-url, history lives in Redis)", file=sys.stderr)
+        return 2
     if args.workers is not None and not args.redis_url:
         print("Error: --workers needs --redis-url (the worker processes share one chat through Redis)", file=sys.stderr)
         return 2
@@ -527,17 +561,29 @@ def serve(
         except tls.TLSConfigError as exc:
             print(exc, file=sys.stderr)
             return 1
-    hub = None
+    from geventchat.stores.history import open_history
+
+    try:
+        store = open_history(args.history, db=args.db, redis_url=args.redis_url)
+    except StoreError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    kept = {"history": store, "history_on_join": args.history_on_join}
+    hub: Hub
     if args.redis_url:
         from geventchat.chat import bus, cluster
 
         try:
             hub = cluster.connect(
-                args.redis_url, settings, expiry=args.redis_expiry, link_now=getattr(args, "redis_link_now", True)
+                args.redis_url, settings, expiry=args.redis_expiry, link_now=getattr(args, "redis_link_now", True), **kept
             )
         except bus.BusError as exc:
             print(f"Error: {exc}", file=sys.stderr)
+            if store is not None:
+                store.close()
             return 1
+    else:
+        hub = Hub(presence=settings.presence, log_messages=settings.log_messages, **kept)
     try:
         accounts = open_accounts(args)
     except StoreError as exc:

@@ -33,7 +33,7 @@ def open_database(path: str, *, check_same_thread: bool = True) -> sqlite3.Conne
     Open one connection per thread that uses it (sqlite3 connections are not shared
     between threads unless ``check_same_thread=False`` and the caller serialises use).
     """
-    _check_path(path)
+    check_path(path)
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=check_same_thread)
     except sqlite3.Error as exc:
@@ -113,7 +113,7 @@ def _statements(script: str) -> list[str]:
     return [s for s in statements if s]
 
 
-def _check_path(path: str) -> None:
+def check_path(path: str) -> None:
     """Refuse early, with a reason a user understands, what sqlite3 would refuse vaguely."""
     if not path:
         raise StoreError("Error: --db needs a file path")

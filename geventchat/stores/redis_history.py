@@ -1,0 +1,145 @@
+"""History in Redis (``--redis-url``): one stream per room, shared by every process.
+
+``XADD ... MAXLEN ~ N`` keeps about the last N lines of a room, ``XREVRANGE`` reads the
+newest. Each line is written once, by the process that relayed it; any process (and any
+``--workers`` worker) reads the same stream. The relay's ``record`` only queues; a writer
+greenlet sends what is queued in one pipeline as soon as it can (Redis is a network
+peer: waiting on it yields to the loop). A read first sends what this process still has
+queued, so a member never misses its own server's latest lines, each sender's in order.
+
+With Redis unreachable, relaying goes on: lines wait (bounded) and are written when it
+answers again; failures are counted and logged once a minute at most; reads give nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.lock
+
+from geventchat.core.history import Entry
+from geventchat.stores.counters import StoreCounters
+from geventchat.stores.sqlitedb import StoreError
+
+log = logging.getLogger("geventchat")
+
+# Seconds for one Redis call before it counts as failed.
+CALL_TIMEOUT = 5.0
+# Seconds between writes at most (the writer also wakes at once when lines come).
+FLUSH_INTERVAL = 0.5
+RETRY_INTERVAL = 2.0
+BATCH_MAX = 2000
+PENDING_MAX = 1_000_000
+CLOSE_TIMEOUT = 3.0
+
+
+class RedisHistory:
+    name = "redis"
+
+    def __init__(self, url: str, keep: int, *, prefix: str = "geventchat") -> None:
+        try:
+            import redis
+        except ImportError:
+            raise StoreError("Error: --redis-url needs the redis package: pip install redis") from None
+        self._errors = (redis.RedisError, OSError)
+        try:
+            self.redis = redis.Redis.from_url(
+                url,
+                socket_timeout=CALL_TIMEOUT,
+                socket_connect_timeout=CALL_TIMEOUT,
+                socket_keepalive=True,
+                decode_responses=True,
+            )
+        except ValueError as exc:
+            raise StoreError(f"Error: bad --redis-url {url!r}: {exc}") from None
+        self.keep = keep
+        self.prefix = prefix + ":history:"
+        self.counters = StoreCounters()
+        self._pending: deque[tuple[str, dict[Any, Any]]] = deque()
+        self._wake = gevent.event.Event()
+        self._sending = gevent.lock.Semaphore()  # one batch at a time: each sender's order holds
+        self._closing = False
+        self._writer = gevent.spawn(self._run)
+
+    def key(self, room_key: str) -> str:
+        return self.prefix + room_key
+
+    def record(self, room_key: str, nick: str, texts: Sequence[str], action: bool = False) -> None:
+        now = repr(time.time())
+        flag = "1" if action else "0"
+        pending = self._pending
+        for text in texts:
+            pending.append((room_key, {"t": now, "n": nick, "x": text, "a": flag}))
+        self.counters.lines_recorded += len(texts)
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def recent(self, room_key: str, count: int) -> list[Entry]:
+        if count < 1:
+            return []
+        self._send()  # ours first, so that the read has them
+        try:
+            rows: Any = self.redis.xrevrange(self.key(room_key), count=count)
+        except self._errors as exc:
+            self.counters.write_failed(0, self.name, f"read failed: {exc}")
+            return []
+        entries = []
+        for _, fields in reversed(rows):
+            try:
+                entries.append(Entry(float(fields["t"]), fields["n"], fields["x"], fields.get("a") == "1"))
+            except (KeyError, ValueError):
+                continue  # not one of ours: skip it
+        # A stream is in the order lines reached Redis; each process writes a little after
+        # relaying, so a reply relayed elsewhere may be written before the line it answers.
+        # The relay times put them back in the order members saw them (the sort is stable:
+        # each sender's lines, relayed by one process, keep their order).
+        entries.sort(key=lambda entry: entry.time)
+        return entries
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        with gevent.Timeout(CLOSE_TIMEOUT, False):  # type: ignore[arg-type]
+            while self._pending and self._send():
+                pass
+        if self._pending:
+            log.warning("History store (redis): %d lines could not be written", len(self._pending))
+        self._writer.kill(block=True, timeout=1)
+        self.redis.close()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            if self._pending and not self._send():
+                gevent.sleep(RETRY_INTERVAL)
+
+    def _send(self) -> bool:
+        """Write what is queued, batch by batch; False if Redis failed (lines kept)."""
+        with self._sending:
+            pending = self._pending
+            while pending:
+                batch = [pending.popleft() for _ in range(min(len(pending), BATCH_MAX))]
+                started = time.perf_counter()
+                try:
+                    pipe = self.redis.pipeline(transaction=False)
+                    for room_key, fields in batch:
+                        pipe.xadd(self.key(room_key), fields, maxlen=self.keep, approximate=True)
+                    pipe.execute()
+                except self._errors as exc:
+                    pending.extendleft(reversed(batch))
+                    while len(pending) > PENDING_MAX:
+                        pending.popleft()
+                    self.counters.pending = len(pending)
+                    self.counters.write_failed(len(batch), self.name, exc)
+                    return False
+                self.counters.pending = len(pending)
+                self.counters.batch_written(len(batch), time.perf_counter() - started)
+            return True

@@ -1,0 +1,323 @@
+"""History (contract §10), black-box: real server processes, real sockets, a real SQLite
+file on disk and a real redis-server for the cluster case."""
+
+from __future__ import annotations
+
+import calendar
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from conftest import ROOT, WELCOME_RE, ChatClient, run_server_command, server_command
+from redis_fixture import redis_server  # noqa: F401  (fixture)
+
+from geventchat.stores import sqlitedb
+from geventchat.stores.sqlite_history import COMPONENT
+
+# The default replay (the test servers of other features turn it off: conftest.py).
+ON_JOIN = ("--history-on-join", "20")
+LINE_RE = re.compile(r"^\*\*\* \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] (.*)$")
+END = "*** End of recent messages"
+
+
+def read_block(client: ChatClient, room: str) -> list[str]:
+    """The next lines must be a block for ``room``; its lines without their time stamps
+    (each time checked: UTC, the last minute)."""
+    head = client.line()
+    match = re.fullmatch(rf"\*\*\* Recent messages in {re.escape(room)} \((\d+)\):", head)
+    assert match, f"not a block start: {head!r}"
+    body = []
+    for _ in range(int(match.group(1))):
+        line = client.line()
+        parsed = LINE_RE.match(line)
+        assert parsed, f"not a block line: {line!r}"
+        stamp = calendar.timegm(time.strptime(parsed.group(1), "%Y-%m-%d %H:%M:%S"))
+        assert abs(stamp - time.time()) < 120, f"not the UTC time of relay: {line!r}"
+        body.append(parsed.group(2))
+    assert client.line() == END
+    return body
+
+
+def talk(sender: ChatClient, listener: ChatClient, *lines: str) -> None:
+    """``sender`` says ``lines``; ``listener`` (in the same room) has received them all."""
+    sender.send(*lines)
+    for line in lines:
+        listener.expect(line[4:] if line.startswith("/me ") and False else _as_relayed(sender.nick, line))
+
+
+def _as_relayed(nick: str, line: str) -> str:
+    if line.startswith("/me "):
+        return f"* {nick} {line[4:]}"
+    return f"{nick}: {line[1:] if line.startswith('//') else line}"
+
+
+def test_newcomer_gets_the_last_20_lines_after_the_welcome(start_server, clients):
+    server = start_server("--history", "1000", "--no-presence")
+    alice, bob = clients(server), clients(server)
+    talk(alice, bob, *[f"line {i}" for i in range(25)], "/me waves", "//slash")
+    carol = clients(server)  # the welcome was read by the client; the block comes next
+    assert read_block(carol, "lobby") == [f"{alice.nick}: line {i}" for i in range(7, 25)] + [
+        f"* {alice.nick} waves",
+        f"{alice.nick}: /slash",
+    ]
+    carol.expect_nothing()
+    talk(alice, carol, "after")  # live lines are plain lines again
+    carol.send("/history 3")
+    assert read_block(carol, "lobby") == [f"* {alice.nick} waves", f"{alice.nick}: /slash", f"{alice.nick}: after"]
+
+
+def test_an_empty_room_sends_no_block_and_join_replays_after_its_reply(start_server, clients):
+    server = start_server("--history-on-join", "2", "--no-presence")
+    alice = clients(server)
+    alice.expect_nothing()  # lobby is empty: no block at all
+    alice.send("/join blue")
+    alice.expect("*** You are now in blue")
+    alice.expect_nothing()
+    bob = clients(server)
+    bob.send("/join BLUE")
+    bob.expect("*** You are now in blue")
+    bob.expect_nothing()
+    talk(alice, bob, "one", "two", "three")
+    carol = clients(server)
+    carol.expect_nothing()  # lobby still has nothing
+    carol.send("/join Blue")
+    carol.expect("*** You are now in blue")
+    assert read_block(carol, "blue") == [f"{alice.nick}: two", f"{alice.nick}: three"]
+    carol.send("/history")
+    assert read_block(carol, "blue") == [f"{alice.nick}: one", f"{alice.nick}: two", f"{alice.nick}: three"]
+    carol.send("/join lobby", "/history")
+    carol.expect("*** You are now in lobby", "*** No messages in lobby yet")
+
+
+def test_history_on_join_0_sends_none_but_history_answers(start_server, clients):
+    server = start_server("--history-on-join", "0", "--history", "1000", "--no-presence")
+    alice, bob = clients(server), clients(server)
+    talk(alice, bob, "hello")
+    carol = clients(server)
+    carol.expect_nothing()
+    carol.send("/history")
+    assert read_block(carol, "lobby") == [f"{alice.nick}: hello"]
+
+
+def test_history_bounds_and_errors(start_server, clients):
+    server = start_server("--history", "600", "--history-on-join", "0", "--no-presence")
+    alice, bob = clients(server), clients(server)
+    bob.send("/history")
+    bob.expect("*** No messages in lobby yet")
+    talk(alice, bob, *[f"m{i}" for i in range(650)])
+    bob.send("/history 2")
+    assert read_block(bob, "lobby") == [f"{alice.nick}: m648", f"{alice.nick}: m649"]
+    bob.send("/history")
+    assert read_block(bob, "lobby") == [f"{alice.nick}: m{i}" for i in range(630, 650)]
+    bob.send("/history 100000000000000000000")  # above 500: taken as 500
+    assert read_block(bob, "lobby") == [f"{alice.nick}: m{i}" for i in range(150, 650)]
+    for bad in ("0", "-3", "x", "2.5", "1 2", "٣"):
+        bob.send(f"/history {bad}")
+        bob.expect("*** Error: usage: /history [N]")
+
+
+def test_history_keeps_at_most_n_per_room(start_server, clients):
+    server = start_server("--history", "3", "--no-presence")
+    alice, bob = clients(server), clients(server)
+    talk(alice, bob, "a", "b", "c", "d", "e")
+    bob.send("/history 50")
+    assert read_block(bob, "lobby") == [f"{alice.nick}: c", f"{alice.nick}: d", f"{alice.nick}: e"]
+
+
+def test_history_0_turns_it_off(start_server, clients):
+    server = start_server("--history", "0", "--no-presence")
+    alice, bob = clients(server), clients(server)
+    talk(alice, bob, "not kept")
+    carol = clients(server)
+    carol.expect_nothing()
+    for line in ("/history", "/history 5", "/history x"):
+        carol.send(line)
+        carol.expect("*** Error: history is turned off on this server")
+
+
+def test_private_presence_and_replies_are_never_kept(start_server, clients):
+    server = start_server("--history", "1000")
+    alice = clients(server)
+    bob = clients(server)
+    alice.expect(f"*** {bob.nick} joined lobby")
+    alice.send(f"/msg {bob.nick} a secret", "/who", "/rooms", "/help", "/nick alice2", "/unknowncmd")
+    bob.until(lambda line: line == "*** 51044 is now known as alice2".replace("51044", alice.nick))
+    bob.send("/join elsewhere", "/join lobby")
+    bob.until(lambda line: line == "*** You are now in lobby")
+    bob.expect_nothing()  # nothing kept in lobby: no block
+    alice.send("kept \x1b[31mred\x07")
+    bob.expect("alice2: kept [31mred")
+    carol = clients(server)
+    assert read_block(carol, "lobby") == ["alice2: kept [31mred"]
+
+
+# ------------------------------------------------------------------------------ SQLite
+
+
+def db_lines(path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [f"{nick}: {text}" for nick, text in conn.execute("SELECT nick, text FROM history ORDER BY id")]
+
+
+def test_sqlite_keeps_history_across_a_restart(start_server, clients, tmp_path):
+    path = str(tmp_path / "chat.db")
+    server = start_server("--db", path, "--no-presence", *ON_JOIN)
+    alice, bob = clients(server), clients(server)
+    bob.send("/join blue")
+    bob.expect("*** You are now in blue")
+    alice.send("/join blue")
+    alice.expect("*** You are now in blue")
+    talk(alice, bob, "before the restart", "/me leaves")
+    alice.send("/join red")
+    alice.expect("*** You are now in red")
+    alice.send("red line")
+    alice.sync()
+    assert server.stop() == 0  # SIGTERM: pending lines are written before "Server stopped"
+    assert db_lines(path) == [f"{alice.nick}: before the restart", f"{alice.nick}: leaves", f"{alice.nick}: red line"]
+    again = start_server("--db", path, "--no-presence", *ON_JOIN)
+    carol = clients(again)
+    carol.expect_nothing()
+    carol.send("/join blue")
+    carol.expect("*** You are now in blue")
+    assert read_block(carol, "blue") == [f"{alice.nick}: before the restart", f"* {alice.nick} leaves"]
+    carol.send("/join red")
+    carol.expect("*** You are now in red")
+    assert read_block(carol, "red") == [f"{alice.nick}: red line"]
+    talk(carol, ChatClient(again.port), "x") if False else None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_versions WHERE component = 'history'").fetchone() == (1,)
+
+
+def test_sigterm_right_after_a_burst_loses_nothing(start_server, clients, tmp_path):
+    path = str(tmp_path / "chat.db")
+    server = start_server("--db", path, "--history", "5000", "--no-presence", "--quiet")
+    alice, bob = clients(server), clients(server)
+    lines = [f"burst {i}" for i in range(3000)]
+    talk(alice, bob, *lines)
+    server.signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    assert any(line.endswith("Server stopped") for line in server.stdout_lines())
+    assert db_lines(path) == [f"{alice.nick}: {line}" for line in lines]
+
+
+def test_kill_9_keeps_what_was_relayed_over_a_second_earlier(start_server, clients, tmp_path):
+    path = str(tmp_path / "chat.db")
+    server = start_server("--db", path, "--no-presence", "--quiet", *ON_JOIN)
+    alice, bob = clients(server), clients(server)
+    early = [f"early {i}" for i in range(500)]
+    talk(alice, bob, *early)
+    relayed_at = time.monotonic()
+    # The contract's window is one second: wait it out (this wait is what is tested).
+    time.sleep(max(0.0, relayed_at + 1.2 - time.monotonic()))
+    talk(alice, bob, *[f"late {i}" for i in range(200)])
+    server.kill()
+    kept = db_lines(path)
+    assert kept[: len(early)] == [f"{alice.nick}: {line}" for line in early]
+    assert all(line.startswith(f"{alice.nick}: late ") for line in kept[len(early) :])
+    # The file is whole: a new server opens it and replays from it.
+    again = start_server("--db", path, "--no-presence", *ON_JOIN)
+    carol = clients(again)
+    assert read_block(carol, "lobby")[-1] == kept[-1]
+
+
+def _refused(*args: str, as_nobody: bool = False) -> str:
+    result = _run_without_override(*args) if as_nobody else run_server_command("--port", "0", *args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def _run_without_override(*args: str) -> subprocess.CompletedProcess:
+    """The server without the power to ignore file permissions (root's DAC override is
+    dropped from its capability bounding set), as any user who does not own the file."""
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: file permissions cannot be tested")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    return subprocess.run(
+        prefix + server_command("--port", "0", *args),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_unusable_db_paths_are_one_line_and_exit_non_zero(tmp_path):
+    assert "does not exist" in _refused("--db", str(tmp_path / "missing" / "chat.db"))
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not a database at all\n" * 100)
+    assert "not an SQLite database" in _refused("--db", str(junk))
+    assert junk.read_bytes() == b"not a database at all\n" * 100  # untouched
+    assert "directory" in _refused("--db", str(tmp_path))
+    assert "cannot be used together" in _refused("--db", str(tmp_path / "x.db"), "--redis-url", "redis://127.0.0.1:1/0")
+
+
+def test_a_db_without_permission_is_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "chat.db").write_bytes(b"")
+    os.chmod(locked / "chat.db", 0o400)
+    os.chmod(locked, 0o555)
+    os.chmod(tmp_path, 0o755)
+    assert "permission denied" in _refused("--db", str(locked / "chat.db"), as_nobody=True)
+    assert "permission denied" in _refused("--db", str(locked / "new.db"), as_nobody=True)
+
+
+def test_a_db_from_a_newer_server_is_refused_untouched(tmp_path):
+    path = str(tmp_path / "chat.db")
+    conn = sqlitedb.open_database(path)
+    conn.execute("INSERT INTO schema_versions (component, version) VALUES (?, 99)", (COMPONENT,))
+    conn.close()
+    line = _refused("--db", path)
+    assert "schema version 99, newer than this server's" in line
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT version FROM schema_versions WHERE component = 'history'").fetchone() == (99,)
+        assert check.execute("SELECT name FROM sqlite_master WHERE name = 'history'").fetchone() is None
+
+
+def test_a_db_in_use_by_another_server_is_refused(start_server, tmp_path):
+    path = str(tmp_path / "chat.db")
+    start_server("--db", path)
+    assert "in use by another server" in _refused("--db", path)
+
+
+# ------------------------------------------------------------------------------- Redis
+
+
+def test_cluster_members_on_another_process_see_the_same_history(start_server, clients, redis_server):  # noqa: F811
+    first = start_server("--redis-url", redis_server.url, "--no-presence", *ON_JOIN)
+    second = start_server("--redis-url", redis_server.url, "--no-presence", *ON_JOIN)
+    alice, bob = clients(first), clients(second)
+    talk(alice, bob, *[f"a{i}" for i in range(30)])
+    talk(bob, alice, *[f"b{i}" for i in range(30)])
+    alice.send(*[f"c{i}" for i in range(30)])
+    bob.send(*[f"d{i}" for i in range(30)])
+    alice.until(lambda line: line == f"{bob.nick}: d29")
+    bob.until(lambda line: line == f"{alice.nick}: c29")
+    carol = ChatClient(second.port, welcome=False)
+    try:
+        assert WELCOME_RE.match(carol.line())
+        got = read_block(carol, "lobby")
+    finally:
+        carol.close()
+    assert len(got) == 20
+    dave = clients(first)
+    assert read_block(dave, "lobby") == got
+    dave.send("/history 500")
+    everything = read_block(dave, "lobby")
+    assert everything[:60] == [f"{alice.nick}: a{i}" for i in range(30)] + [f"{bob.nick}: b{i}" for i in range(30)]
+    assert [line for line in everything if line.startswith(f"{alice.nick}: c")] == [f"{alice.nick}: c{i}" for i in range(30)]
+    assert [line for line in everything if line.startswith(f"{bob.nick}: d")] == [f"{bob.nick}: d{i}" for i in range(30)]
+    assert len(everything) == 120
+    assert got == everything[-20:]
