@@ -33,7 +33,7 @@ from gevent.hub import Waiter
 
 from geventchat.chat import commands
 from geventchat.chat.hub import Hub
-from geventchat.core import limits, protocol
+from geventchat.core import limits, protocol, wrongdoor
 from geventchat.core.config import Settings
 from geventchat.core.ratelimit import TokenBucket
 
@@ -171,6 +171,9 @@ class Connection:
     # Whether a silent plain-socket reader may park (see _park). A transport whose handler
     # greenlet owns the socket and the connection's place (web.py) keeps its reader.
     PARKS = True
+    # Whether the first lines are checked for another protocol's opening (HTTP, IRC):
+    # true for the chat port; a door whose clients did knock at the right one says False.
+    CHECKS_DOOR = True
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} {self.nick!r}>"
@@ -384,6 +387,22 @@ class Connection:
         log.info("New connection from %s", self.peer)
         self._read_loop(start=True)
 
+    def _turn_away(self, kind: str) -> None:
+        """Tell a client at the wrong door where to go; it leaves (a Quit), nothing it sent
+        relayed (the framer gave none of its lines). The welcome went out at connect, before
+        the client said anything, so the room sees it join and quit like any short visit."""
+        settings = self.settings
+        try:
+            host = self.sock.getsockname()[0]
+        except OSError:
+            host = "127.0.0.1"
+        self.deliver(
+            wrongdoor.wrong_door_error(
+                kind, host, web_port=settings.web_port, web_scheme=settings.web_scheme, irc_port=settings.irc_port
+            )
+        )
+        self._drop_reason = wrongdoor.drop_reason(kind)
+
     def _read_loop(self, start: bool = False) -> None:
         self._reader = gevent.getcurrent()
         hub, settings = self.hub, self.settings
@@ -449,7 +468,8 @@ class Connection:
 
     def _new_framer(self) -> protocol.LineFramer:
         """What turns received bytes into line events (``receive_data(bytes) -> list``)."""
-        return protocol.LineFramer(self.settings.max_line)
+        framer = protocol.LineFramer(self.settings.max_line)
+        return wrongdoor.FirstLinesCheck(framer) if self.CHECKS_DOOR else framer  # type: ignore[return-value]
 
     def _encode(self, lines: list[bytes]) -> bytes:
         """The bytes to send for queued lines (each a complete line ending in newline)."""
@@ -514,7 +534,7 @@ class Connection:
             self.hub.chat_lines(self, batch)
         return None
 
-    def _act(self, request: protocol.Request | protocol.LineTooLong | None) -> protocol.Quit | None:
+    def _act(self, request: protocol.Request | protocol.LineTooLong | wrongdoor.WrongDoor | None) -> protocol.Quit | None:
         """Carry out one request; return it if it is the client's Quit."""
         kind = request.__class__
         if kind is protocol.Chat:
@@ -528,4 +548,7 @@ class Connection:
             self.deliver(protocol.line_too_long(self.settings.max_line))
         elif kind is protocol.Quit:
             return request  # type: ignore[return-value]
+        elif kind is wrongdoor.WrongDoor:
+            self._turn_away(request.kind)  # type: ignore[union-attr]
+            return protocol.Quit()
         return None

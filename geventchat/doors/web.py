@@ -54,6 +54,8 @@ class WebSocketConnection(Connection):
     # handler returns) and holds the connection's place (connections, --max-per-ip) until
     # serve() returns, so a parked reader would end the connection after 2 s of silence.
     PARKS = False
+    # A browser that opened the WebSocket is at the right door, whatever it types first.
+    CHECKS_DOOR = False
 
     def __init__(self, sock, address, hub, settings, ws: WsConnection, trailing: bytes = b"") -> None:
         super().__init__(sock, address, hub, settings)
