@@ -423,15 +423,46 @@
   function startPrivate(nick) {
     if (sameName(nick, state.nick)) return;
     input.value = "/msg " + nick + " ";
+    maskSecret();
     input.focus();
     closeSide();
   }
 
   // -------------------------------------------------------------------------- input
 
+  // Lines that carry a password (/register, /login, /password): never kept in the input
+  // history, never shown back, and masked while typed (everything after "/login NICK ",
+  // "/register " or "/password " shows as dots).
+  const SECRET_LINE_RE = /^\s*\/(register|login|password)(\s|$)/i;
+  const SECRET_PART_RE = /^(\s*\/(?:login\s+\S+\s|register\s|password\s))([\s\S]*)$/i;
+  const mask = $("input-mask");
+
+  function isSecretLine(line) {
+    return SECRET_LINE_RE.test(line);
+  }
+
+  function maskSecret() {
+    const m = SECRET_PART_RE.exec(input.value);
+    if (!m) {
+      if (!mask.hidden) {
+        mask.hidden = true;
+        mask.textContent = "";
+        input.classList.remove("secret");
+        input.spellcheck = true;
+      }
+      return;
+    }
+    mask.textContent = m[1] + m[2].replace(/\S/g, "\u2022");
+    mask.hidden = false;
+    input.classList.add("secret");
+    input.spellcheck = false; // a spell checker may send what it checks elsewhere
+    mask.scrollLeft = input.scrollLeft;
+  }
+
   function sendCommand(line) {
     if (!sendLine(line)) {
-      addMessage("error", null, "Not connected: \u201c" + line + "\u201d was not sent.");
+      const shown = isSecretLine(line) ? "your " + line.trim().split(/\s+/)[0] + " line" : "\u201c" + line + "\u201d";
+      addMessage("error", null, "Not connected: " + shown + " was not sent.");
       return false;
     }
     return true;
@@ -458,6 +489,11 @@
   }
 
   function remember(line) {
+    if (isSecretLine(line)) {
+      state.historyPos = -1;
+      state.draft = "";
+      return;
+    }
     if (state.history[state.history.length - 1] !== line) state.history.push(line);
     if (state.history.length > MAX_HISTORY) state.history.shift();
     state.historyPos = -1;
@@ -469,18 +505,20 @@
     if (!h.length) return;
     if (state.historyPos === -1) {
       if (direction > 0) return;
-      state.draft = input.value;
+      state.draft = isSecretLine(input.value) ? "" : input.value;
       state.historyPos = h.length - 1;
     } else {
       state.historyPos += direction;
       if (state.historyPos >= h.length) {
         state.historyPos = -1;
         input.value = state.draft;
+        maskSecret();
         return;
       }
       if (state.historyPos < 0) state.historyPos = 0;
     }
     input.value = h[state.historyPos];
+    maskSecret();
     requestAnimationFrame(() => input.setSelectionRange(input.value.length, input.value.length));
   }
 
@@ -493,7 +531,7 @@
     const word = m[1];
     let choices;
     if (word.startsWith("/") && m.index === 0) {
-      choices = ["/nick ", "/join ", "/rooms", "/who", "/msg ", "/me ", "/stats", "/help", "/quit"];
+      choices = ["/nick ", "/join ", "/rooms", "/who", "/msg ", "/me ", "/stats", "/help", "/quit", "/register ", "/login ", "/logout", "/password "];
     } else {
       const stem = word.replace(/^@/, "");
       choices = state.members.filter((n) => !sameName(n, state.nick)).map((n) => (word.startsWith("@") ? "@" : "") + n + (m.index === 0 ? ": " : " "));
@@ -504,6 +542,7 @@
     input.value = before.slice(0, m.index) + found + input.value.slice(pos);
     const caret = m.index + found.length;
     input.setSelectionRange(caret, caret);
+    maskSecret();
     return true;
   }
 
@@ -517,12 +556,17 @@
     }
     submit(line);
     input.value = "";
+    maskSecret();
     input.focus(); // after the Send button (by keyboard): the next line goes in the box
   });
 
   // A click or tap on Send leaves the focus in the box: the next line can be typed at once,
   // and a phone's keyboard does not fold away after every message.
   $("send").addEventListener("mousedown", (event) => event.preventDefault());
+
+  input.addEventListener("input", maskSecret);
+  // The box scrolls its text sideways when the line is longer than it: the mask follows.
+  for (const name of ["keyup", "select", "scroll", "click"]) input.addEventListener(name, () => (mask.scrollLeft = input.scrollLeft));
 
   input.addEventListener("keydown", (event) => {
     if (event.key === "ArrowUp" && !event.shiftKey) {
