@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import os
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import time
 import pytest
 from conftest import ROOT, WELCOME_RE, ChatClient, run_server_command, server_command
 from redis_fixture import redis_server  # noqa: F401  (fixture)
+from test_metrics import metrics_port, scrape, wait_metric
 
 from geventchat.stores import sqlitedb
 from geventchat.stores.sqlite_history import COMPONENT
@@ -321,3 +323,52 @@ def test_cluster_members_on_another_process_see_the_same_history(start_server, c
     assert [line for line in everything if line.startswith(f"{bob.nick}: d")] == [f"{bob.nick}: d{i}" for i in range(30)]
     assert len(everything) == 120
     assert got == everything[-20:]
+
+
+# ------------------------------------------------------------------ metrics, full disk
+
+
+def test_metrics_count_lines_batches_and_latency_per_store(start_server, clients, tmp_path):
+    server = start_server("--db", str(tmp_path / "chat.db"), "--metrics-port", "0", "--no-presence", "--quiet")
+    port = metrics_port(server)
+    alice, bob = clients(server), clients(server)
+    talk(alice, bob, *[f"m{i}" for i in range(100)], "/me counts")
+    bob.send(f"/msg {alice.nick} not kept")
+    alice.expect(f"*{bob.nick}* not kept")
+    samples = wait_metric(port, "geventchat_history_lines_stored_total{store=sqlite}", lambda v: v == 101)
+    assert samples["geventchat_history_lines_recorded_total{store=sqlite}"] == 101
+    assert samples["geventchat_history_failed_writes_total{store=sqlite}"] == 0
+    assert samples["geventchat_history_pending_lines{store=sqlite}"] == 0
+    batches = samples["geventchat_history_write_batches_total{store=sqlite}"]
+    assert 1 <= batches <= 101
+    assert samples["geventchat_history_write_batch_seconds_count{store=sqlite}"] == batches
+    assert samples["geventchat_history_write_batch_seconds_bucket{le=+Inf,store=sqlite}"] == batches
+    assert samples["geventchat_history_write_batch_seconds_sum{store=sqlite}"] > 0
+    memory = start_server("--metrics-port", "0", "--no-presence")
+    port = metrics_port(memory)
+    carol, dave = clients(memory), clients(memory)
+    talk(carol, dave, "one", "two")
+    wait_metric(port, "geventchat_history_lines_stored_total{store=memory}", lambda v: v == 2)
+    off = start_server("--metrics-port", "0", "--history", "0")
+    assert not any(name.startswith("geventchat_history") for name in scrape(metrics_port(off)))
+
+
+def test_a_full_disk_keeps_relaying_logs_once_counts_and_catches_up(start_server, clients, tmp_path):
+    path = str(tmp_path / "chat.db")
+    server = start_server("--db", path, "--history", "100000", "--metrics-port", "0", "--no-presence", "--quiet")
+    port = metrics_port(server)
+    alice, bob = clients(server), clients(server)
+    # A file size limit on the running server is a disk that is full for it (Python
+    # ignores SIGXFSZ: the write fails with EFBIG, as with ENOSPC).
+    resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+    lines = [f"{i} " + "x" * 200 for i in range(2000)]
+    for chunk in range(0, len(lines), 500):
+        talk(alice, bob, *lines[chunk : chunk + 500])  # relaying goes on
+    wait_metric(port, "geventchat_history_failed_writes_total{store=sqlite}", lambda v: v is not None and v > 0)
+    talk(bob, alice, "still relaying")
+    warnings = [line for line in server.stdout_lines() if "History store (sqlite): cannot write" in line]
+    assert len(warnings) == 1, warnings  # once a minute at most
+    resource.prlimit(server.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    wait_metric(port, "geventchat_history_lines_stored_total{store=sqlite}", lambda v: v == 2001, timeout=30)
+    assert server.stop() == 0
+    assert db_lines(path) == [f"{alice.nick}: {line}" for line in lines] + [f"{bob.nick}: still relaying"]

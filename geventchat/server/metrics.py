@@ -50,6 +50,43 @@ class StatsCollector:
         for name, count in sorted(rooms, key=lambda rc: -rc[1])[:MAX_ROOM_SERIES]:
             members.add_metric([name], count)
         yield members
+        yield from history_families(getattr(self.hub, "history", None))
+
+
+def history_families(store) -> Iterator:
+    """The history store's figures (contract §10), labelled with the store: lines kept,
+    write batches and their latency, failed writes, lines waiting. Nothing when history
+    is off."""
+    counters = getattr(store, "counters", None)
+    if counters is None:
+        return
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+    from geventchat.stores.counters import LATENCY_BUCKETS
+
+    label = [store.name]
+    for attr, name, help_text in (
+        ("lines_recorded", "geventchat_history_lines_recorded", "Chat and /me lines handed to the history store by the relay."),
+        ("lines_stored", "geventchat_history_lines_stored", "History lines written for good (memory: kept)."),
+        ("write_batches", "geventchat_history_write_batches", "History write batches (one transaction each)."),
+        ("failed_writes", "geventchat_history_failed_writes", "History lines whose write failed (kept and retried)."),
+    ):
+        family = CounterMetricFamily(name, help_text, labels=["store"])
+        family.add_metric(label, getattr(counters, attr))
+        yield family
+    pending = GaugeMetricFamily("geventchat_history_pending_lines", "History lines waiting to be written.", labels=["store"])
+    pending.add_metric(label, counters.pending)
+    yield pending
+    latency = HistogramMetricFamily(
+        "geventchat_history_write_batch_seconds", "Time to write one history batch.", labels=["store"]
+    )
+    cumulative, buckets = 0, []
+    for bound, count in zip(LATENCY_BUCKETS, counters.batch_buckets):
+        cumulative += count
+        buckets.append((repr(bound), cumulative))
+    buckets.append(("+Inf", counters.write_batches))
+    latency.add_metric(label, buckets, sum_value=counters.batch_seconds)
+    yield latency
 
 
 class MetricsServer:
