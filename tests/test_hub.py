@@ -2,7 +2,7 @@
 
 import pytest
 
-from geventchat.chat import commands
+from geventchat.chat import commands, events
 from geventchat.chat.hub import Hub
 from geventchat.core import protocol
 
@@ -167,3 +167,110 @@ def test_chat_lines_reach_each_recipient_as_one_piece_in_order():
     hub.chat_lines(a, ["x", "y", "z"])
     assert b.take() == ["a: x\na: y\na: z\n"]
     assert a.take() == []
+
+
+# ------------------------------------------------------------- members in several rooms
+
+
+class FakeIrcMember(FakeMember):
+    """A member in any number of rooms (an IRC user), reading the IRC encoding."""
+
+    encoding = "irc"
+    irc_user = "~bob"
+
+    def __init__(self):
+        super().__init__()
+        self.rooms = {}
+
+
+def test_an_irc_member_is_in_no_room_until_it_enters_and_may_be_in_several():
+    hub = Hub(log_messages=False)
+    (alice,) = joined(hub, "alice")
+    bob = FakeIrcMember()
+    hub.add(bob, "bob", None)
+    assert bob.take() == [] and alice.take() == [] and bob.rooms == {}
+    lobby = hub.enter(bob, "lobby")
+    dev = hub.enter(bob, "#dev")
+    assert hub.enter(bob, "LOBBY") is None  # there already
+    assert set(bob.rooms) == {"lobby", "#dev"} and bob.room is None
+    assert bob.take() == [":bob!~bob@geventchat JOIN #lobby\r\n", ":bob!~bob@geventchat JOIN ##dev\r\n"]
+    assert alice.take() == ["*** bob joined lobby\n"]
+    hub.chat(alice, "hi bob")
+    assert bob.take() == [":alice!line@geventchat PRIVMSG #lobby :hi bob\r\n"]
+    hub.chat(bob, "hi alice", lobby)
+    hub.chat(bob, "nobody here", dev)
+    assert alice.take() == ["bob: hi alice\n"] and bob.take() == []
+    hub.part(bob, dev, "bye")
+    assert bob.take() == [":bob!~bob@geventchat PART ##dev :bye\r\n"] and "#dev" not in hub.rooms
+
+
+def test_a_quit_and_a_rename_are_told_once_to_each_member_sharing_rooms():
+    hub = Hub(log_messages=False)
+    bob, carol = FakeIrcMember(), FakeIrcMember()
+    hub.add(bob, "bob", None)
+    hub.add(carol, "carol", None)
+    for room in ("a", "b", "c"):
+        hub.enter(bob, room)
+        hub.enter(carol, room)
+    (alice,) = joined(hub, "alice")  # in lobby: shares nothing with bob
+    bob.take(), carol.take()
+    hub.rename(bob, "robert", confirm=False)
+    assert carol.take() == [":bob!~bob@geventchat NICK robert\r\n"] and alice.take() == []
+    hub.remove(bob, "gone")
+    assert carol.take() == [":robert!~bob@geventchat QUIT :Quit: gone\r\n"]
+    assert sorted(hub.rooms) == ["a", "b", "c", "lobby"]
+
+
+def test_no_presence_quiets_line_members_only():
+    hub = Hub(presence=False, log_messages=False)
+    alice, dave = joined(hub, "alice", "dave")
+    bob = FakeIrcMember()
+    hub.add(bob, "bob", None)
+    hub.enter(bob, "lobby")
+    assert alice.take() == [] and bob.take() == [":bob!~bob@geventchat JOIN #lobby\r\n"]
+    hub.rename(dave, "david")
+    hub.remove(alice)
+    assert bob.take() == [":dave!line@geventchat NICK david\r\n", ":alice!line@geventchat QUIT :Quit\r\n"]
+    hub.chat(bob, "still chat", hub.rooms["lobby"])
+    assert dave.take() == ["*** You are now known as david\n", "bob: still chat\n"]
+
+
+def test_private_messages_and_actions_across_encodings():
+    hub = Hub(log_messages=False)
+    (alice,) = joined(hub, "alice")
+    bob = FakeIrcMember()
+    hub.add(bob, "bob", None)
+    hub.private(alice, "BOB", "psst")
+    assert bob.take() == [":alice!line@geventchat PRIVMSG bob :psst\r\n"]
+    assert alice.take() == ["*** To bob: psst\n"]
+    hub.private(bob, "alice", "waves", events.PRIVATE_ACTION, confirm=False)
+    hub.private(bob, "alice", "note", events.PRIVATE_NOTICE, confirm=False)
+    assert alice.take() == ["*bob* * bob waves\n", "*bob* note\n"] and bob.take() == []
+    hub.enter(bob, "lobby")
+    bob.take()
+    hub.action(alice, "dances")
+    assert bob.take() == [":alice!line@geventchat PRIVMSG #lobby :\x01ACTION dances\x01\r\n"]
+
+
+def test_a_long_line_reaches_irc_members_as_several_privmsgs_nothing_cut():
+    hub = Hub(log_messages=False)
+    (alice,) = joined(hub, "alice")
+    bob = FakeIrcMember()
+    hub.add(bob, "bob", None)
+    hub.enter(bob, "lobby")
+    bob.take()
+    text = "".join(f"{i:04d}\u00e9 " for i in range(500))[:3000]
+    hub.chat(alice, text)
+    (data,) = bob.take()
+    lines = data.encode().split(b"\r\n")[:-1]
+    assert len(lines) > 5 and all(len(line) + 2 <= 512 for line in lines)
+    prefix = ":alice!line@geventchat PRIVMSG #lobby :"
+    assert all(line.decode().startswith(prefix) for line in lines)
+    assert "".join(line.decode()[len(prefix) :] for line in lines) == text
+
+
+def test_events_cross_the_bus_intact():
+    event = events.Event(events.CHAT, "alice", "line", "#dev", ("one", "two: three"))
+    back = events.Event.from_bus(event.to_bus())
+    assert back.encoded("irc") == event.encoded("irc") and back.encoded("line") == event.encoded("line")
+    assert events.Event.from_bus(events.raw(b"*** x\n").to_bus()).encoded("line") == b"*** x\n"

@@ -20,8 +20,9 @@ from typing import Any
 
 import gevent
 
+from geventchat.chat import events
 from geventchat.chat.bus import LINK_DOWN, LINK_UP, PRIVATE, ROOM, BusError, RedisBus
-from geventchat.chat.hub import Hub, HubError, Member, Room
+from geventchat.chat.hub import Hub, HubError, Member, Room, rooms_of
 from geventchat.core import limits, protocol
 from geventchat.core.config import Settings
 from geventchat.core.history import DEFAULT_REQUEST, HistoryStore
@@ -73,13 +74,22 @@ class ClusterHub(Hub):
 
     # ------------------------------------------------------------------- outgoing
 
-    def to_room(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
+    def to_room(self, room: Room | None, event: events.Event | bytes, exclude: Member | None = None) -> None:
         if room is None:
             return
-        self.deliver_local(room, data, exclude)
-        self.bus.publish(ROOM, room.key, data)
+        if isinstance(event, bytes):
+            event = events.raw(event)
+        self.deliver_local(room, event, exclude)
+        self.bus.publish(ROOM, room.key, event.to_bus())
 
-    def free_nick(self, wanted: str, room: str = limits.DEFAULT_ROOM) -> str:
+    def to_rooms(self, rooms: list[Room], event: events.Event, exclude: Member | None = None) -> None:
+        if not rooms:
+            return
+        self.deliver_rooms_local(rooms, event, exclude)
+        # One record for all the rooms: a member elsewhere in several of them is told once.
+        self.bus.publish(ROOM, ",".join(room.key for room in rooms), event.to_bus())
+
+    def free_nick(self, wanted: str, room: str | None = limits.DEFAULT_ROOM) -> str:
         for n in range(1, MAX_NICK_TRIES + 1):
             candidate = wanted if n == 1 else f"{wanted[: limits.MAX_NICK - 1 - len(str(n))]}-{n}"
             key = protocol.fold(candidate)
@@ -87,7 +97,7 @@ class ClusterHub(Hub):
                 continue
             self._claiming.add(key)
             try:
-                ok = self.bus.claim(key, candidate, self._room_name(room))
+                ok = self.bus.claim(key, candidate, self._room_name(room) if room is not None else "")
             finally:
                 self._claiming.discard(key)
             if ok:
@@ -100,27 +110,58 @@ class ClusterHub(Hub):
         room = self.rooms.get(protocol.fold(name))
         return room.name if room is not None else name
 
-    def add(self, member: Member, wanted_nick: str, room: str = limits.DEFAULT_ROOM) -> None:
+    def add(self, member: Member, wanted_nick: str, room: str | None = limits.DEFAULT_ROOM) -> None:
         super().add(member, wanted_nick, room)
         if not self.bus.up:  # the others were told when the link went; a newcomer is now
             member.deliver(protocol.notice(LINK_DOWN))
+
+    def add_exact(self, member: Member, nick: str) -> None:
+        key = protocol.fold(nick)
+        if key in self.members or key in self._claiming:
+            raise HubError(f"nickname {nick} is already taken")
+        self._claiming.add(key)
+        try:
+            if not self.bus.claim(key, nick, ""):
+                raise HubError(f"nickname {nick} is already taken")
+        finally:
+            self._claiming.discard(key)
+        if key in self.members:  # taken here while Redis answered
+            self.bus.update(release=[key])
+            raise HubError(f"nickname {nick} is already taken")
+        super().add_exact(member, nick)
+
+    @staticmethod
+    def rooms_field(member: Member) -> str:
+        """The rooms of a member as Redis lists them: names joined by commas."""
+        return ",".join(room.name for room in rooms_of(member))
+
+    def enter(self, member: Member, name: str) -> Room | None:
+        room = super().enter(member, name)
+        if room is not None:
+            self.bus.update(members={protocol.fold(member.nick): (member.nick, self.rooms_field(member))})
+        return room
+
+    def part(self, member: Member, room: Room, reason: str = "") -> None:
+        super().part(member, room, reason)
+        self.bus.update(members={protocol.fold(member.nick): (member.nick, self.rooms_field(member))})
 
     def remove(self, member: Member, reason: str = "", announce: bool = True) -> None:
         key = protocol.fold(member.nick)
         if self.members.get(key) is not member:
             return
-        room = member.room
+        rooms = rooms_of(member)
         # First Redis (one round trip), then the others are told: whoever sees the quit
         # can take the name at once.
         self.bus.update(gone=[key], release=[key])
         if self.members.get(key) is not member:
             return
         super().remove(member, reason, announce)
-        if not announce and self.presence and room is not None:
+        if not announce and rooms:
             # The server is stopping: its own users are told so; the others see them go.
-            self.bus.publish(ROOM, room.key, protocol.quit_line(member.nick, reason or STOPPING_REASON))
+            event = self._event(events.QUIT, member, texts=(reason or STOPPING_REASON,))
+            self.bus.publish(ROOM, ",".join(room.key for room in rooms), event.to_bus())
 
-    def rename(self, member: Member, new: str) -> None:
+    def rename(self, member: Member, new: str, confirm: bool = True) -> None:
         self.check_registered(member, new)
         old = member.nick
         new_key, old_key = protocol.fold(new), protocol.fold(old)
@@ -128,15 +169,15 @@ class ClusterHub(Hub):
             raise HubError(f"nickname {new} is already taken")
         if not protocol.valid_nick(new) or new_key == old_key or new_key in self.members:
             if protocol.valid_nick(new) and new_key == old_key and new != old:
-                self.bus.update(respell={new_key: new}, members={new_key: (new, member.room.name)})  # type: ignore[union-attr]
-            super().rename(member, new)  # refusals, "already known as", a change of capitals
+                self.bus.update(respell={new_key: new}, members={new_key: (new, self.rooms_field(member))})
+            super().rename(member, new, confirm)  # refusals, "already known as", a change of capitals
             return
         self._claiming.add(new_key)
         try:
-            if not self.bus.claim(new_key, new, member.room.name):  # type: ignore[union-attr]
+            if not self.bus.claim(new_key, new, self.rooms_field(member)):
                 raise HubError(f"nickname {new} is already taken")
             self.bus.update(gone=[old_key], release=[old_key])
-            super().rename(member, new)
+            super().rename(member, new, confirm)
         finally:
             self._claiming.discard(new_key)
 
@@ -169,30 +210,41 @@ class ClusterHub(Hub):
             self.bus.update(members={protocol.fold(member.nick): (member.nick, self._room_name(name))})
         super().join(member, name)
 
-    def private(self, member: Member, target_nick: str, text: str) -> None:
+    def private(self, member: Member, target_nick: str, text: str, kind: str = events.PRIVATE, confirm: bool = True) -> None:
         key = protocol.fold(target_nick)
         if key not in self.members:
             found = self.bus.lookup(key)
             if found is not None and found[0] != self.bus.id:
-                self.bus.publish(PRIVATE, key, protocol.private_line(member.nick, text))
-                member.deliver(protocol.notice(f"To {found[1]}: {text}"))
+                self.bus.publish(PRIVATE, key, self._event(kind, member, texts=(text,), target=found[1]).to_bus())
+                if confirm:
+                    member.deliver(protocol.notice(f"To {found[1]}: {text}"))
                 return
-        super().private(member, target_nick, text)
+        super().private(member, target_nick, text, kind, confirm)
+
+    def find(self, nick: str) -> str | None:
+        """The nickname as spelt wherever it is in the cluster, or None."""
+        member = self.members.get(protocol.fold(nick))
+        if member is not None:
+            return member.nick
+        found = self.bus.lookup(protocol.fold(nick))
+        return found[1] if found is not None else None
 
     # ------------------------------------------------------------------- listings
 
     def room_counts(self) -> list[tuple[str, int]]:
         names = {room.key: room.name for room in self.rooms.values()}
         counts = {room.key: len(room.members) for room in self.rooms.values()}
-        for _, room_name in self.bus.remote_members():
-            key = protocol.fold(room_name)
-            names.setdefault(key, room_name)
-            counts[key] = counts.get(key, 0) + 1
+        for _, room_names in self.bus.remote_members():
+            for room_name in room_names.split(","):
+                if room_name:
+                    key = protocol.fold(room_name)
+                    names.setdefault(key, room_name)
+                    counts[key] = counts.get(key, 0) + 1
         return sorted(((names[key], count) for key, count in counts.items()), key=lambda rc: protocol.fold(rc[0]))
 
     def nicks_in(self, room: Room) -> list[str]:
         here = super().nicks_in(room)
-        return here + [nick for nick, room_name in self.bus.remote_members() if protocol.fold(room_name) == room.key]
+        return here + [nick for nick, room_names in self.bus.remote_members() if room.key in protocol.fold(room_names).split(",")]
 
     # ------------------------------------------------------------ from the bus
 
@@ -200,15 +252,21 @@ class ClusterHub(Hub):
         if self._stopping:
             return
         rooms, members, deliver_local = self.rooms, self.members, self.deliver_local
+        from_bus = events.Event.from_bus
         for kind, key, data in records:
             if kind == ROOM:
+                if "," in key:  # a quit or rename, told once across several rooms
+                    found = [room for room in map(rooms.get, key.split(",")) if room is not None]
+                    if found:
+                        self.deliver_rooms_local(found, from_bus(data))
+                    continue
                 room = rooms.get(key)
                 if room is not None:
-                    deliver_local(room, data)
+                    deliver_local(room, from_bus(data))
             elif kind == PRIVATE:
                 target = members.get(key)
                 if target is not None:
-                    target.deliver(data)
+                    self.deliver_event(target, from_bus(data))
             elif kind == TAKEOVER and key in members:
                 gevent.spawn(self._taken_over, key, data.decode())  # it waits for Redis
 
@@ -217,37 +275,38 @@ class ClusterHub(Hub):
             self.broadcast(protocol.notice(LINK_UP if up else LINK_DOWN))
 
     def bus_snapshot(self) -> dict[str, tuple[str, str]]:
-        return {key: (member.nick, member.room.name) for key, member in self.members.items() if member.room is not None}
+        return {key: (member.nick, self.rooms_field(member)) for key, member in self.members.items()}
 
     def bus_reaped(self, members: list[tuple[str, str]]) -> None:
-        if not self.presence:
-            return
-        for nick, room_name in members:
-            line = protocol.quit_line(nick)
-            key = protocol.fold(room_name)
+        for nick, room_names in members:
+            if not room_names:
+                continue
+            event = events.Event(events.QUIT, nick, "line")
+            keys = [protocol.fold(name) for name in room_names.split(",")]
             if not self._stopping:  # the others are told even so: we alone got the list
-                self.deliver_local(self.rooms.get(key), line)
-            self.bus.publish(ROOM, key, line)
+                found = [room for room in map(self.rooms.get, keys) if room is not None]
+                if found:
+                    self.deliver_rooms_local(found, event)
+            self.bus.publish(ROOM, ",".join(keys), event.to_bus())
 
     def bus_rejoined(self) -> None:
         """We had been taken for dead (a stall longer than the expiry) and shown as quit
         elsewhere: show our members as back."""
-        if not self.presence:
-            return
         for member in list(self.members.values()):
-            if member.room is not None:
-                self.bus.publish(ROOM, member.room.key, protocol.joined(member.nick, member.room.name))
+            for room in rooms_of(member):
+                self.bus.publish(ROOM, room.key, self._event(events.JOIN, member, room.name).to_bus())
 
     def bus_clash(self, folded: list[str]) -> None:
         """Names taken on another process while the link was down: ours get a free variant."""
         for key in folded:
             member = self.members.get(key)
-            if member is None or member.room is None:
+            if member is None:
                 continue
             old = member.nick
-            new = self.free_nick(old, member.room.name)  # claims it (old itself is skipped: ours)
+            new = self.free_nick(old, self.rooms_field(member))  # claims it (old itself is skipped: ours)
             if self.members.get(key) is not member:
                 continue  # left meanwhile (free_nick waited for Redis)
+            event = self._event(events.NICK, member, target=new)
             del self.members[key]
             self.members[protocol.fold(new)] = member
             member.nick = new
@@ -257,8 +316,7 @@ class ClusterHub(Hub):
                     f"Your nickname {old} was taken on another server while the link was down: you are now known as {new}"
                 )
             )
-            if self.presence:
-                self.to_room(member.room, protocol.renamed(old, new), member)
+            self.to_rooms(rooms_of(member), event, member)
 
 
 def connect(url: str, settings: Settings, *, expiry: float | None = None, link_now: bool = True, **history: Any) -> ClusterHub:

@@ -6,15 +6,17 @@ members: it is made on first join and dropped when its last member leaves.
 
 The hub never touches a socket. A member is anything with ``nick``, ``room`` and
 ``deliver(data: bytes)``; ``deliver`` only queues bytes (see ``connection.Outbox``), so a
-broadcast to a thousand members returns without waiting for any of them.
+broadcast to a thousand members returns without waiting for any of them. What happens
+in a room is an ``events.Event``, encoded once per wire format (line, IRC) per relay.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from geventchat.chat import events
 from geventchat.chat.stats import Stats
 from geventchat.core import limits, protocol
 from geventchat.core.history import DEFAULT_REQUEST, HISTORY_OFF, Entry, HistoryStore, block
@@ -26,6 +28,16 @@ log = logging.getLogger("geventchat")
 
 
 class Member(Protocol):
+    """A member of the chat, whatever its door.
+
+    A line or web member is in exactly one room (``room``). A member with a ``rooms`` dict
+    (an IRC user) is in any number of rooms, none at first; its ``room`` stays None.
+    Optional attributes, read with defaults: ``encoding`` (the name of its wire format in
+    ``events.ENCODERS``, default ``"line"``), ``deliver_encoded`` (where encoded events go,
+    default ``deliver``) and ``irc_user`` (its user name as IRC users see it, default
+    ``"line"``). ``deliver`` takes the line protocol's bytes (server notices).
+    """
+
     nick: str
     room: Room | None
 
@@ -33,13 +45,16 @@ class Member(Protocol):
 
 
 class Room:
-    __slots__ = ("name", "key", "members")
+    __slots__ = ("name", "key", "members", "groups")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = protocol.fold(name)
         # A dict keeps join order (for /who) and removes in O(1).
         self.members: dict[Member, None] = {}
+        # The same members grouped by encoding, each with the callable its bytes go to: a
+        # relay encodes once per group and calls the callables (the hot path).
+        self.groups: dict[str, dict[Member, Callable[[bytes], None]]] = {}
 
     def __repr__(self) -> str:
         return f"<Room {self.name} ({len(self.members)})>"
@@ -47,6 +62,13 @@ class Room:
 
 class HubError(Exception):
     """A request the hub refuses; the text is shown to the member as ``*** Error: ...``."""
+
+
+def rooms_of(member: Member) -> list[Room]:
+    rooms = getattr(member, "rooms", None)
+    if rooms is not None:
+        return list(rooms.values())
+    return [member.room] if member.room is not None else []
 
 
 class Hub:
@@ -58,7 +80,7 @@ class Hub:
         history: HistoryStore | None = None,
         history_on_join: int = DEFAULT_REQUEST,
     ) -> None:
-        self.presence = presence  # tell the others about joins, parts, renames, quits
+        self.presence = presence  # tell line and web users about joins, parts, renames, quits
         self.log_messages = log_messages  # one console line per chat message relayed
         self.history = history  # where room lines are kept (contract §10); None: off
         self.history_on_join = history_on_join if history is not None else 0  # lines replayed on entering a room
@@ -69,7 +91,7 @@ class Hub:
 
     # ------------------------------------------------------------------ membership
 
-    def free_nick(self, wanted: str, room: str = limits.DEFAULT_ROOM) -> str:
+    def free_nick(self, wanted: str, room: str | None = limits.DEFAULT_ROOM) -> str:
         """``wanted`` if nobody has it, else the first free ``wanted-N``; ``room`` is where
         the new member will be (a cluster hub records it along with the name)."""
         if protocol.fold(wanted) not in self.members:
@@ -80,31 +102,47 @@ class Hub:
                 return candidate
         raise AssertionError("unreachable: more candidates than members")
 
-    def add(self, member: Member, wanted_nick: str, room: str = limits.DEFAULT_ROOM) -> None:
-        """Register a new member under (a free variant of) its nickname, in ``room``."""
+    def add(self, member: Member, wanted_nick: str, room: str | None = limits.DEFAULT_ROOM) -> None:
+        """Register a new member under (a free variant of) its nickname, in ``room``, or
+        (``room`` None: an IRC user) in no room and without the welcome line."""
         if not protocol.valid_nick(wanted_nick):
             raise ValueError(f"not a valid nickname: {wanted_nick!r}")
-        recent = self.recent_lines(room, self.history_on_join)  # may wait (a store's read): before the name is held
+        recent = (
+            self.recent_lines(room, self.history_on_join) if room is not None else []
+        )  # may wait (a store's read): before the name is held
         member.nick = self.free_nick(wanted_nick, room)
         member.room = None
         self.members[protocol.fold(member.nick)] = member
+        if room is None:
+            return
         entered = self._enter(member, room)
         member.deliver(protocol.welcome(member.nick, room) + block(entered.name, recent))
-        if self.presence:
-            self.to_room(member.room, protocol.joined(member.nick, room), member)
+        self.to_room(member.room, self._event(events.JOIN, member, room), member)
+
+    def add_exact(self, member: Member, nick: str) -> None:
+        """Register a member (an IRC user) under exactly ``nick``, in no room; HubError if
+        the name is taken (ERR_NICKNAMEINUSE)."""
+        if protocol.fold(nick) in self.members or self.free_nick(nick, None) != nick:
+            raise HubError(f"nickname {nick} is already taken")
+        member.nick = nick
+        member.room = None
+        self.members[protocol.fold(nick)] = member
 
     def remove(self, member: Member, reason: str = "", announce: bool = True) -> None:
-        """Forget a member that has gone; the others in its room are told it quit."""
+        """Forget a member that has gone; everyone who shared a room with it is told it
+        quit, once."""
         key = protocol.fold(member.nick)
         if self.members.get(key) is not member:
             return  # never added, or removed already
         del self.members[key]
-        room = member.room
-        self._leave(member)
-        if announce and self.presence:
-            self.to_room(room, protocol.quit_line(member.nick, reason))
+        rooms = rooms_of(member)
+        for room in rooms:
+            self._leave(member, room)
+        if announce and rooms:
+            self.to_rooms(rooms, self._event(events.QUIT, member, texts=(reason,) if reason else ()))
 
-    def rename(self, member: Member, new: str) -> None:
+    def rename(self, member: Member, new: str, confirm: bool = True) -> None:
+        """``confirm``: tell the member (a line user; an IRC door sends its own NICK line)."""
         self.check_registered(member, new)
         if not protocol.valid_nick(new):
             raise HubError(
@@ -116,14 +154,16 @@ class Hub:
         if new_key != old_key and new_key in self.members:
             raise HubError(f"nickname {new} is already taken")
         if new == old:
-            member.deliver(protocol.notice(f"You are already known as {new}"))
+            if confirm:
+                member.deliver(protocol.notice(f"You are already known as {new}"))
             return
+        event = self._event(events.NICK, member, target=new)
         del self.members[old_key]
         self.members[new_key] = member
         member.nick = new
-        member.deliver(protocol.notice(f"You are now known as {new}"))
-        if self.presence:
-            self.to_room(member.room, protocol.renamed(old, new), member)
+        if confirm:
+            member.deliver(protocol.notice(f"You are now known as {new}"))
+        self.to_rooms(rooms_of(member), event, member)
 
     # -------------------------------------------------------------------- accounts
 
@@ -159,15 +199,15 @@ class Hub:
     def force_rename(self, member: Member, new: str) -> None:
         """Rename to ``new``, a free name (from ``free_nick``), without the checks of a
         /nick: the server does it, not the member."""
-        old = member.nick
-        del self.members[protocol.fold(old)]
+        event = self._event(events.NICK, member, target=new)
+        del self.members[protocol.fold(member.nick)]
         self.members[protocol.fold(new)] = member
         member.nick = new
         member.deliver(protocol.notice(f"You are now known as {new}"))
-        if self.presence:
-            self.to_room(member.room, protocol.renamed(old, new), member)
+        self.to_rooms(rooms_of(member), event, member)
 
     def join(self, member: Member, name: str) -> None:
+        """A line or web member's /join: leave its room, enter ``name``."""
         if not protocol.valid_room(name):
             raise HubError(
                 f"invalid room name {protocol.strip_controls(name)[:64]!r}: use 1 to {limits.MAX_ROOM} letters, digits or _-#."
@@ -179,13 +219,36 @@ class Hub:
         recent = self.recent_lines(name, self.history_on_join)  # may wait: read before leaving
         if self.members.get(protocol.fold(member.nick)) is not member:
             return  # gone while the store was read
-        self._leave(member)
-        if self.presence and old is not None:
-            self.to_room(old, protocol.left(member.nick, old.name))
+        if old is not None:
+            self._leave(member, old)
+            self.to_room(old, self._event(events.PART, member, old.name))
         room = self._enter(member, name)
         member.deliver(protocol.notice(f"You are now in {room.name}") + block(room.name, recent))
-        if self.presence:
-            self.to_room(room, protocol.joined(member.nick, room.name), member)
+        self.to_room(room, self._event(events.JOIN, member, room.name), member)
+
+    def enter(self, member: Member, name: str) -> Room | None:
+        """A multi-room member (IRC JOIN) enters ``name`` as well; everyone there, itself
+        included, gets the JOIN. None if it was there already."""
+        if not protocol.valid_room(name):
+            raise HubError(f"invalid room name {protocol.strip_controls(name)[:64]!r}")
+        if protocol.fold(name) in member.rooms:  # type: ignore[attr-defined]
+            return None
+        room = self._enter(member, name)
+        self.to_room(room, self._event(events.JOIN, member, room.name))
+        return room
+
+    def part(self, member: Member, room: Room, reason: str = "") -> None:
+        """A multi-room member (IRC PART) leaves ``room``; everyone there, itself included,
+        gets the PART."""
+        self.to_room(room, self._event(events.PART, member, room.name, (reason,) if reason else ()))
+        self._leave(member, room)
+
+    def set_encoding(self, member: Member, encoding: str) -> None:
+        """The member's wire format changed (an IRC client negotiated ``server-time``)."""
+        member.encoding = encoding  # type: ignore[attr-defined]
+        for room in rooms_of(member):
+            self._ungroup(member, room)
+            self._group(member, room)
 
     def _enter(self, member: Member, name: str) -> Room:
         key = protocol.fold(name)
@@ -193,42 +256,72 @@ class Hub:
         if room is None:
             room = self.rooms[key] = Room(name)
         room.members[member] = None
-        member.room = room
+        self._group(member, room)
+        rooms = getattr(member, "rooms", None)
+        if rooms is None:
+            member.room = room
+        else:
+            rooms[key] = room
         return room
 
-    def _leave(self, member: Member) -> None:
-        room = member.room
+    def _group(self, member: Member, room: Room) -> None:
+        encoding = getattr(member, "encoding", "line")
+        if encoding == "line" and not self.presence:
+            encoding = "line-quiet"
+        put = getattr(member, "deliver_encoded", None) or member.deliver
+        room.groups.setdefault(encoding, {})[member] = put
+
+    def _ungroup(self, member: Member, room: Room) -> None:
+        for encoding, group in list(room.groups.items()):
+            if group.pop(member, None) is not None and not group:
+                del room.groups[encoding]
+
+    def _leave(self, member: Member, room: Room | None = None) -> None:
+        room = room or member.room
         if room is None:
             return
         room.members.pop(member, None)
-        member.room = None
-        if not room.members:
+        self._ungroup(member, room)
+        rooms = getattr(member, "rooms", None)
+        if rooms is None:
+            member.room = None
+        else:
+            rooms.pop(room.key, None)
+        if not room.members and self.rooms.get(room.key) is room:
             del self.rooms[room.key]
+
+    @staticmethod
+    def _event(kind: str, member: Member, room: str = "", texts: tuple[str, ...] = (), target: str = "") -> events.Event:
+        return events.Event(kind, member.nick, getattr(member, "irc_user", "line"), room, texts, target)
 
     # --------------------------------------------------------------------- talking
 
-    def chat(self, member: Member, text: str) -> None:
-        self.chat_lines(member, (text,))
+    def chat(self, member: Member, text: str, room: Room | None = None) -> None:
+        self.chat_lines(member, (text,), room)
 
-    def chat_lines(self, member: Member, texts: list[str] | tuple[str, ...]) -> None:
-        """Chat lines from one member, in order, sent on as one piece per recipient."""
+    def chat_lines(self, member: Member, texts: list[str] | tuple[str, ...], room: Room | None = None) -> None:
+        """Chat lines from one member to ``room`` (a line member's: its room), in order,
+        sent on as one piece per recipient."""
         nick = member.nick
+        room = room or member.room
         self.stats.messages_received += len(texts)
         if self.log_messages:
             for text in texts:
                 log.info("%s: %s", nick, text)
-        data = b"".join([protocol.chat_line(nick, text) for text in texts])
-        self.to_room(member.room, data, member)
-        if self.history is not None and member.room is not None:
-            self.history.record(member.room.key, nick, texts)  # only queued: written later, elsewhere
+        if room is not None:
+            self.to_room(room, events.Event(events.CHAT, nick, getattr(member, "irc_user", "line"), room.name, texts), member)
+            if self.history is not None:
+                self.history.record(room.key, nick, texts)  # only queued: written later, elsewhere
 
-    def action(self, member: Member, text: str) -> None:
+    def action(self, member: Member, text: str, room: Room | None = None) -> None:
         self.stats.messages_received += 1
         if self.log_messages:
             log.info("* %s %s", member.nick, text)
-        self.to_room(member.room, protocol.action_line(member.nick, text), member)
-        if self.history is not None and member.room is not None:
-            self.history.record(member.room.key, member.nick, (text,), action=True)
+        room = room or member.room
+        if room is not None:
+            self.to_room(room, self._event(events.ACTION, member, room.name, (text,)), member)
+            if self.history is not None:
+                self.history.record(room.key, member.nick, (text,), action=True)
 
     # --------------------------------------------------------------------- history
 
@@ -258,39 +351,82 @@ class Hub:
         if self.history is not None:
             self.history.close()
 
-    def private(self, member: Member, target_nick: str, text: str) -> None:
+    def channel_notice(self, member: Member, text: str, room: Room) -> None:
+        """An IRC channel NOTICE: line members see it as chat (``NICK: text``)."""
+        self.stats.messages_received += 1
+        if self.log_messages:
+            log.info("%s: %s", member.nick, text)
+        self.to_room(room, self._event(events.NOTICE, member, room.name, (text,)), member)
+
+    def private(self, member: Member, target_nick: str, text: str, kind: str = events.PRIVATE, confirm: bool = True) -> None:
+        """A private message (or notice, or action: ``kind``) to ``target_nick``; HubError
+        if nobody has that name. ``confirm``: the sender (a line user) gets ``*** To ...``."""
         target = self.members.get(protocol.fold(target_nick))
         if target is None:
             raise HubError(f"no such nickname: {protocol.strip_controls(target_nick)[:64]}")
         if target is not member:
             # A /msg sender never gets the *NICK* line (the contract), so one sent to
             # oneself is only confirmed, like any other.
-            target.deliver(protocol.private_line(member.nick, text))
+            self.deliver_event(target, self._event(kind, member, texts=(text,), target=target.nick))
             self.stats.lines_relayed += 1
-        member.deliver(protocol.notice(f"To {target.nick}: {text}"))
+        if confirm:
+            member.deliver(protocol.notice(f"To {target.nick}: {text}"))
 
-    def to_room(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
-        """A line for everyone in ``room`` but ``exclude``: chat, actions, presence.
+    def deliver_event(self, member: Member, event: events.Event) -> None:
+        """One event for one member, in its encoding."""
+        encoding = getattr(member, "encoding", "line")
+        if encoding == "line" and not self.presence:
+            encoding = "line-quiet"
+        data = event.encoded(encoding)
+        if data:
+            (getattr(member, "deliver_encoded", None) or member.deliver)(data)
+
+    def to_room(self, room: Room | None, event: events.Event | bytes, exclude: Member | None = None) -> None:
+        """An event for everyone in ``room`` but ``exclude``: chat, actions, presence
+        (bytes: line-protocol lines for the line members only).
 
         Here that is the room's local members; a hub linked to other server processes
-        (``cluster.ClusterHub``) also sends the line to the room's members there.
+        (``cluster.ClusterHub``) also sends the event to the room's members there.
         """
-        self.deliver_local(room, data, exclude)
+        self.deliver_local(room, event, exclude)
 
-    def deliver_local(self, room: Room | None, data: bytes, exclude: Member | None = None) -> None:
-        """Queue ``data`` (encoded lines) for every member of ``room`` here but ``exclude``.
+    def to_rooms(self, rooms: list[Room], event: events.Event, exclude: Member | None = None) -> None:
+        """An event (a quit, a rename) told once to everyone who is in any of ``rooms``."""
+        self.deliver_rooms_local(rooms, event, exclude)
+
+    def deliver_local(self, room: Room | None, event: events.Event | bytes, exclude: Member | None = None) -> None:
+        """Queue ``event`` for every member of ``room`` here but ``exclude``, encoded once
+        per encoding.
 
         This is the single way lines reach local members of a room; a message bus linking
-        several server processes calls it for lines that arrive from the others.
+        several server processes calls it for events that arrive from the others.
         """
         if room is None:
             return
-        members = room.members
-        # Counted once per call, as lines times recipients (never per delivery).
-        self.stats.lines_relayed += data.count(b"\n") * (len(members) - (exclude in members))
-        for recipient in members:
-            if recipient is not exclude:
-                recipient.deliver(data)
+        if isinstance(event, bytes):
+            event = events.raw(event)
+        stats = self.stats
+        for encoding, group in room.groups.items():
+            data = event.encoded(encoding)
+            if not data:
+                continue
+            # Counted once per group, as lines times recipients (never per delivery).
+            stats.lines_relayed += data.count(b"\n") * (len(group) - (exclude in group))
+            for recipient, put in group.items():
+                if recipient is not exclude:
+                    put(data)
+
+    def deliver_rooms_local(self, rooms: list[Room], event: events.Event, exclude: Member | None = None) -> None:
+        if len(rooms) == 1:
+            self.deliver_local(rooms[0], event, exclude)
+            return
+        everyone: dict[str, dict[Member, Callable[[bytes], None]]] = {}
+        for room in rooms:
+            for encoding, group in room.groups.items():
+                everyone.setdefault(encoding, {}).update(group)
+        union = Room("")
+        union.groups = everyone
+        self.deliver_local(union, event, exclude)
 
     def broadcast(self, data: bytes) -> None:
         """Queue ``data`` for every member in every room (server notices)."""
