@@ -18,17 +18,47 @@ COMPARE_ORDER = ("geventchat", "threaded", "asyncio", "ncat")
 # --compare --protocol irc: geventchat's IRC door and real IRC servers from Debian
 IRC_COMPARE_ORDER = ("geventchat", "ngircd", "inspircd")
 SWEEP_KEYS = ("clients", "senders", "messages", "size", "rate")
+DEFAULT_PLOT = "bench-sweep.png"
+
+
+def _room(text: str) -> str:
+    import re
+
+    # The server's room names (contract: 1 to 32 of letters, digits and _-#.)
+    if not re.fullmatch(r"[A-Za-z0-9_\-#.]{1,32}", text):
+        raise argparse.ArgumentTypeError(f"not a room name (1 to 32 letters, digits or _-#.): {text!r}")
+    return text
+
+
+def fresh_room() -> str:
+    """A room nobody is in: the benchmark's own, on a server others use."""
+    return f"bench-{os.urandom(3).hex()}"
+
+
+def plot_needs() -> str | None:
+    """The line that says what to install when the charts cannot be drawn, else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return "--sweep draws its chart with matplotlib, which is not installed: pip install matplotlib (or: pip install -r requirements-dev.txt)"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
+        usage="%(prog)s [options]  (--help lists them)",
         description="Load benchmark for geventchat: N clients in one room, S of them send M numbered, "
         "time-stamped messages; every receiver checks it got each one exactly once, in order. "
         "Reports deliveries/s, messages/s, latency p50/p99/max, connect time, losses, CPU use.",
     )
-    p.add_argument("--host", default=None, help="target a running server at this address (default: start one)")
-    p.add_argument(
+    target = p.add_argument_group("which server (default: start geventchat)")
+    load = p.add_argument_group("the scenario")
+    gen = p.add_argument_group("the load generator")
+    modes = p.add_argument_group("series and comparisons")
+    out = p.add_argument_group("output")
+    target.add_argument("--host", default=None, help="target a running server at this address (default: start one)")
+    target.add_argument(
         "--port",
         type=_ports,
         default=None,
@@ -36,30 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the running server to target; several ports (one per server process, "
         "e.g. of a cluster over Redis): the clients are spread over them in turn",
     )
-    p.add_argument(
+    target.add_argument(
+        "--room",
+        default=None,
+        type=_room,
+        help="the room the clients /join before the run (default: with --host/--port a fresh one, bench-XXXXXX, "
+        "so that people in lobby are not flooded; a server the bench starts: lobby, no /join)",
+    )
+    target.add_argument(
         "--server",
         default="geventchat",
         choices=["geventchat", "threaded", "asyncio", "ncat", "lossy", "ngircd", "inspircd"],
         help="which server to start when no --host/--port is given (default geventchat; "
         "ngircd and inspircd speak only --protocol irc)",
     )
-    p.add_argument(
+    load.add_argument(
         "--protocol",
         default="line",
         choices=PROTOCOLS,
         help="what the clients speak: the line protocol (default) or IRC (register, JOIN #bench, "
         "PRIVMSG; geventchat is started with --irc-port)",
     )
-    p.add_argument(
+    target.add_argument(
         "--server-pid",
         type=int,
         default=0,
         help="PID of the targeted server, for its CPU and memory (with the processes under it)",
     )
-    p.add_argument(
+    target.add_argument(
         "--bus-pid", type=int, default=0, help="PID of the Redis that links the targeted server processes, for the bus's CPU"
     )
-    p.add_argument(
+    modes.add_argument(
         "--workers",
         type=_worker_counts,
         default=None,
@@ -67,62 +104,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="start geventchat with --workers N over a Redis the bench starts (0: one process "
         "without Redis); several counts run side by side, e.g. 0,2, with --repeat",
     )
-    p.add_argument("--clients", type=int, default=100, help="connected clients, all in one room (default 100)")
-    p.add_argument("--senders", type=int, default=None, help="clients that send (default: all of them)")
-    p.add_argument("--messages", type=int, default=200, help="messages per sender (default 200)")
-    p.add_argument("--size", type=int, default=64, help="bytes per message, without the newline (default 64)")
-    p.add_argument(
+    load.add_argument("--clients", type=int, default=100, help="connected clients, all in one room (default 100)")
+    load.add_argument("--senders", type=int, default=None, help="clients that send (default: all of them)")
+    load.add_argument("--messages", type=int, default=200, help="messages per sender (default 200)")
+    load.add_argument("--size", type=int, default=64, help="bytes per message, without the newline (default 64)")
+    load.add_argument(
         "--rate", type=float, default=0.0, help="messages per second per sender (default: as fast as the window allows)"
     )
-    p.add_argument(
+    load.add_argument(
         "--window", type=int, default=0, help="messages a sender may have in flight (default: from the sizes, at most 64)"
     )
-    p.add_argument(
+    gen.add_argument(
         "--procs",
         type=int,
         default=max(2, min(8, (os.cpu_count() or 2) // 2)),
         help="load-generator worker processes (default: half the cores, at least 2)",
     )
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds the message phase may take (default 120)")
-    p.add_argument("--stall", type=float, default=5.0, help="end the run after this many seconds without a delivery (default 5)")
-    p.add_argument(
+    gen.add_argument("--timeout", type=float, default=120.0, help="seconds the message phase may take (default 120)")
+    gen.add_argument(
+        "--stall", type=float, default=5.0, help="end the run after this many seconds without a delivery (default 5)"
+    )
+    gen.add_argument(
         "--connect-batch",
         type=int,
         default=100,
         help="connections opened at once, the next batch after these are welcomed (default 100)",
     )
-    p.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all clients to connect (default 60)")
-    p.add_argument(
+    gen.add_argument("--connect-timeout", type=float, default=60.0, help="seconds for all clients to connect (default 60)")
+    modes.add_argument(
         "--idle", action="store_true", help="connect the clients, measure the server's memory per connection, send nothing"
     )
-    p.add_argument(
+    modes.add_argument(
         "--compare",
         action="store_true",
         help="run the same scenario against geventchat, the threaded and asyncio baselines and ncat --chat "
         "(with --protocol irc: geventchat's IRC door, ngircd and InspIRCd, each started with a config the bench writes)",
     )
-    p.add_argument(
+    modes.add_argument(
         "--servers",
         default=None,
         help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat; "
         "with --protocol irc geventchat,ngircd,inspircd)",
     )
-    p.add_argument(
+    target.add_argument(
         "--server-args",
         default="",
         metavar="ARGS",
         help='more flags for the geventchat server the bench starts, in one string (e.g. "--max-sendq 4194304")',
     )
-    p.add_argument("--repeat", type=int, default=1, help="runs per server in --compare; the median is shown (default 1)")
-    p.add_argument(
+    modes.add_argument("--repeat", type=int, default=1, help="runs per server in --compare; the median is shown (default 1)")
+    modes.add_argument(
         "--sweep",
         default=None,
         metavar="PARAM=V1,V2,...",
         help="run a series varying one of clients, senders, messages, size, rate (e.g. clients=10,100,1000)",
     )
-    p.add_argument("--plot", default="bench-sweep.png", help="PNG file for --sweep (default bench-sweep.png)")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE",
+        help=f"PNG file of a --sweep's chart (default {DEFAULT_PLOT}; needs matplotlib)",
+    )
+    out.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -158,6 +202,7 @@ def scenario_from(args) -> Scenario:
         connect_timeout=args.connect_timeout,
         stall=args.stall,
         idle=args.idle,
+        room=args.room,
         progress=not args.no_progress,
         protocol=args.protocol,
     )
@@ -182,6 +227,11 @@ def run_on(name: str | None, sc: Scenario, args, workers: int = 0) -> dict:
                 socket.create_connection((host, port), timeout=5).close()
             except OSError as exc:
                 raise BenchError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        if sc.room is None:  # the default: a fresh room of its own, where the server has rooms
+            line = sc.protocol == "line"  # (IRC clients join their own channel, #bench)
+            sc.room = args.room = fresh_room() if line and _answers_commands(host, args.port[0]) else ""
+            if line and not sc.room:
+                print(f"note: {host}:{args.port[0]} does not answer /rooms: the clients stay in its one room", file=sys.stderr)
         pid = args.server_pid or find_listener_pid(host, args.port[0])
         where = f"{host}:{','.join(map(str, args.port))}"
         res = run(sc, host, args.port, pid, label=where, bus_pid=args.bus_pid)
@@ -233,6 +283,31 @@ def run_on(name: str | None, sc: Scenario, args, workers: int = 0) -> dict:
         server.stop()
     res["server"] = name
     return res
+
+
+def _answers_commands(host: str, port: int, timeout: float = 2.0) -> bool:
+    """True if the server at ``host:port`` answers ``/rooms`` (geventchat does, privately);
+    a server that relays every line (the seed, the baselines) answers nothing to the sender."""
+    import time
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as probe:
+            probe.sendall(b"/rooms\n")
+            received = b""
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                probe.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = probe.recv(4096)
+                if not chunk:
+                    return False
+                received += chunk
+                lines = received.split(b"\n")[:-1]
+                # The welcome, then a "*** ROOM (COUNT)" line for each room.
+                if any(line.startswith(b"*** ") and line.endswith(b")") for line in lines[1:]):
+                    return True
+    except OSError:
+        pass
+    return False
 
 
 def _server_args(args) -> tuple:
@@ -419,8 +494,12 @@ def print_scaling(sc: dict) -> None:
         print(f"{name} against the first: {_ratio_text(entry)}")
 
 
-def print_ratios(rt: dict) -> None:
+def print_ratios(rt: dict, results: list[dict] | None = None) -> None:
     if not rt:
+        return
+    short = [r["server"] for r in results or () if r.get("too_short")]
+    if short:
+        print(f"\nno ratios: too short to measure ({', '.join(short)}); send more --messages")
         return
     print("\ngeventchat's ratio to each (above 1: geventchat is better by that factor):")
     for name, entry in rt.items():
@@ -484,7 +563,23 @@ def parse_sweep(spec: str) -> tuple[str, list]:
     return key, vals
 
 
-def plot_sweep(key: str, results: list[dict], path: str) -> None:
+def sweep_title(key: str, values: list, args) -> str:
+    """The chart's title: the sweep and the scenario's other figures, as given (a default
+    number of senders is all the clients of each run, not the first run's count)."""
+    fixed = {
+        "clients": f"{args.clients:,}",
+        "senders": "all" if args.senders is None else f"{args.senders:,}",
+        "messages": f"{args.messages:,} each",
+        "size": f"{args.size} B",
+        "rate": f"{args.rate:g}/s" if args.rate else "",
+    }
+    fixed.pop(key, None)
+    swept = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+    others = ", ".join(f"{k} {v}" for k, v in fixed.items() if v)
+    return f"python -m bench --sweep {key}={swept}: {others}"
+
+
+def plot_sweep(key: str, results: list[dict], path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -508,10 +603,7 @@ def plot_sweep(key: str, results: list[dict], path: str) -> None:
             ax.set_xscale("log")
         ax.grid(True, alpha=0.3)
         ax.legend()
-    sc = results[0]
-    fixed = {"clients": sc["clients"], "senders": sc["senders"], "messages": sc["messages"], "size": sc["size"]}
-    fixed.pop(key, None)
-    fig.suptitle(f"python -m bench --sweep {key}=...: " + ", ".join(f"{k} {v}" for k, v in fixed.items()))
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -527,6 +619,15 @@ def main(argv=None) -> int:
     for name in ("clients", "messages", "procs"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.plot is not None and not args.sweep:
+        parser.error("--plot draws the chart of a --sweep: add --sweep PARAM=V1,V2,...")
+    if args.sweep:
+        missing = plot_needs()  # before the sweep runs, not after (its figures would be lost)
+        if missing:
+            print(f"bench: error: {missing}", file=sys.stderr)
+            return 2
+    if args.room is None and args.port is None:
+        args.room = ""  # a server the bench starts: everyone in lobby (the baselines know no /join)
     if args.host is not None and not _is_loopback(args.host):
         parser.error(
             "--host must be a loopback address (127.0.0.0/8, localhost or ::1): the benchmark sends load to this machine only"
@@ -570,8 +671,9 @@ def _main(args) -> int:
                     f"p99 {res['latency_ms']['p99']:.2f} ms, {verdict(res)}",
                     flush=True,
                 )
-        plot_sweep(key, results, args.plot)
-        print(f"\nplot written to {args.plot}")
+        plot = args.plot or DEFAULT_PLOT
+        plot_sweep(key, results, plot, sweep_title(key, values, args))
+        print(f"\nplot written to {plot}")
         if args.json:
             write_json(args.json, {**_headline(results[0]), "sweep": key, "runs": results})
         return _exit_status(results)
@@ -586,7 +688,7 @@ def _main(args) -> int:
         print()
         print(table(results, idle=sc.idle))
         rt = ratios(results, idle=sc.idle)
-        print_ratios(rt)
+        print_ratios(rt, results)
         if args.json:
             write_json(args.json, {**_headline(results[0]), "compare": results, "ratios": rt})
         return _exit_status(results)

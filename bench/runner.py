@@ -37,6 +37,7 @@ class Scenario:
     progress: bool = True
     protocol: str = "line"  # or "irc" (bench.worker)
     irc_login: str = ""  # IRC lines after 001 (bench.ircservers.login_lines)
+    room: str | None = ""  # the room the line clients /join first ("": lobby, no /join; None: cli decides)
     extra: dict = field(default_factory=dict)
 
     def n_senders(self) -> int:
@@ -65,7 +66,14 @@ class Scenario:
             text += f" at {self.rate:g}/s each"
         if self.protocol == "irc":
             text += ", over IRC"
+        elif self.room:
+            text += f", in room {self.room}"
         return text
+
+
+# A message phase shorter than this is mostly start-up and timer resolution: its rates
+# (and their ratios) are shown with a warning instead of as figures to compare.
+MIN_MEASURABLE_S = 0.5
 
 
 class BenchError(Exception):
@@ -124,6 +132,7 @@ def run(sc: Scenario, host: str, port: int | list[int], server_pid: int = 0, lab
                 ports=tuple(ports) if len(ports) > 1 else (),
                 protocol=sc.protocol,
                 irc_login=sc.irc_login,
+                room=sc.room,
             )
             parent, child = ctx.Pipe()
             p = ctx.Process(target=run_worker, args=(plan, child), daemon=True, name=f"bench-worker-{k}")
@@ -335,6 +344,12 @@ def _summarise(
         warnings.append(f"{disconnected} clients were disconnected during the run ({first})")
     if ended != "done":
         warnings.append(ended)
+    too_short = not sc.idle and delivered > 0 and duration < MIN_MEASURABLE_S
+    if too_short:
+        warnings.append(
+            f"the messages took {duration * 1000:.0f} ms: too short to measure (under {MIN_MEASURABLE_S:g} s); "
+            "rates and ratios mean little: send more --messages"
+        )
     lost = sum(p["lost"] for p in parts)
     sent = sum(p["sent"] for p in parts)
     res = {
@@ -385,6 +400,7 @@ def _summarise(
         "server_rss_per_client_kib": ((rss1 - rss0) / 1024 / N) if (rss0 and rss1 and N and not connect_failed) else None,
         "ended": ended,
         "warnings": warnings,
+        "too_short": too_short,
     }
     res["ok"] = (
         res["lost"] == 0 and res["duplicates"] == 0 and res["reordered"] == 0 and res["unexpected"] == 0 and connect_failed == 0

@@ -102,6 +102,7 @@ class Plan:
     ports: tuple = ()  # several ports (several server processes): client i uses ports[i % len]
     protocol: str = "line"  # or "irc": register, JOIN #CHANNEL, PRIVMSG, answer PINGs
     irc_login: str = ""  # IRC lines sent after 001, before JOIN ({nick}: the client's nick)
+    room: str = ""  # line protocol: /join this room after the welcome ("": stay in lobby)
 
 
 class Client:
@@ -147,7 +148,7 @@ class Client:
         self.ack: Client | None = None  # designated receiver for this sender's window
         self.acks_for: list[Client] = []
         self.sender_base = self.sid * KEY_SCALE
-        self.registered = False  # IRC: 001 seen, JOIN sent
+        self.registered = False  # IRC: 001 seen, JOIN sent; line protocol with a room: /join sent
 
 
 class Stats:
@@ -192,6 +193,9 @@ class Worker:
         # what goes before each message's text (IRC: the PRIVMSG command), and its end
         self.prefix = (b"PRIVMSG #%s :" % CHANNEL.encode()) if self.irc else b""
         self.eol = b"\r\n" if self.irc else b"\n"
+        # line protocol with a room: a client counts as joined at the server's "*** You are
+        # now in ROOM" (nothing of the run is sent before every client has joined)
+        self.room_ack = b"*** You are now in %s\n" % plan.room.encode() if plan.room and not self.irc else b""
 
     # ------------------------------------------------------------------ connecting
     def connect_all(self) -> tuple[int, int, int, str]:
@@ -231,6 +235,8 @@ class Worker:
                     c.dead = (
                         "no end of NAMES (366) before the connect timeout"
                         if self.irc
+                        else f"no reply to /join {plan.room} before the connect timeout"
+                        if c.registered
                         else "no welcome line before the connect timeout"
                     )
                 if c.dead:
@@ -317,6 +323,8 @@ class Worker:
             if data.startswith(b"*** Error"):  # refused: "server full", "too many ... address"
                 self.kill(c, data[: data.find(b"\n")].decode("utf-8", "replace"))
                 return
+            if self.room_ack:
+                return self.join_room(c, data, cut, n)
             c.joined = True
         st = self.stats
         now_ns = time.monotonic_ns()
@@ -471,6 +479,20 @@ class Worker:
             if st.sample_every > 1:
                 arr = arr[:: st.sample_every]
             st.lat_samples.append(arr.astype(np.int32))
+
+    def join_room(self, c: Client, data: bytes, cut: int, n: int) -> None:
+        """--room: the welcome asks for the room; its confirmation makes the client joined.
+        Nothing of the run comes before every client has joined: these are no deliveries."""
+        self.stats.other_lines += n
+        if not c.registered:  # the welcome (and maybe presence): ask for the room
+            c.registered = True
+            self.send_raw(c, b"/join %s\n" % self.plan.room.encode())
+        if data.find(self.room_ack, 0, cut) >= 0:
+            c.joined = True
+            return
+        error = data.find(b"*** Error", 0, cut)
+        if error >= 0:  # the room's name refused, or a server without /join
+            self.kill(c, data[error : data.find(b"\n", error)].decode("utf-8", "replace"))
 
     # ------------------------------------------------------------------ IRC
     def irc_handshake(self, c: Client, data: bytes, cut: int) -> None:
