@@ -7,8 +7,9 @@ test process, gevent greenlets (plain gevent sockets, no monkey patching) drive:
 * WELL_BEHAVED clients in ROOMS rooms, each sending numbered lines at a steady pace
   and reading everything;
 * a fault injector that, all the time, starts clients that reset mid-line, send random
-  bytes, send 1 MB lines, never read, connect and vanish, flood, and trickle a line
-  (slowloris).
+  bytes, send 1 MB lines, never read, connect and vanish, flood, trickle a line
+  (slowloris), guess passwords (wrong /login lines until locked out) and flood /register
+  (accounts live in an SQLite file in the TLS run, in Redis in the cluster run).
 
 At the end every well-behaved client must have received every line of every other
 member of its room exactly once, in order and intact; the server's memory must be back
@@ -107,6 +108,8 @@ class Soak:
         self.delivered = 0
         self.long_lines_refused = 0  # 1 MB lines answered with "line too long"
         self.sink_drops = 0  # never-reading clients the server dropped for their send queue
+        self.lockouts_seen = 0  # wrong-login clients refused with "too many failed logins"
+        self.registrations_seen = 0  # registration floods whose first /register succeeded
         # TLS run only (see the tls_* faults):
         self.bad_handshakes = 0  # connections that never completed a handshake
         self.bad_handshake_ports: list[int] = []  # their local ports, for the console check
@@ -118,16 +121,19 @@ class Soak:
         if len(self.problems) < 50:
             self.problems.append(text)
 
-    def connect(self, rcvbuf: int | None = None) -> gsocket.socket:
-        """A client connection as the run's clients speak: TLS (handshake done) in the TLS run."""
-        sock = self.connect_tcp(rcvbuf)
+    def connect(self, rcvbuf: int | None = None, source: str | None = None) -> gsocket.socket:
+        """A client connection as the run's clients speak: TLS (handshake done) in the TLS run.
+        ``source``: the local address to connect from (any of 127.0.0.0/8)."""
+        sock = self.connect_tcp(rcvbuf, source)
         if self.tls is not None:
             sock = self.tls.wrap_socket(sock, server_hostname=HOST)
         return sock
 
-    def connect_tcp(self, rcvbuf: int | None = None) -> gsocket.socket:
+    def connect_tcp(self, rcvbuf: int | None = None, source: str | None = None) -> gsocket.socket:
         """A plain TCP connection to the chat port, whatever it speaks."""
         sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
+        if source:
+            sock.bind((source, 0))
         if rcvbuf:
             sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, rcvbuf)
         sock.settimeout(30)
@@ -361,7 +367,33 @@ def fault_slowloris(soak: Soak, rng: random.Random) -> None:
     _close(sock)
 
 
+def fault_wrong_logins(soak: Soak, rng: random.Random) -> None:
+    """Password guessing: six wrong /login lines for one of a few names, from an address of
+    its own (127.0.0.0/8): the server answers each (argon2 verify off its loop), and the
+    sixth at the latest with the lockout."""
+    source = f"127.{rng.randrange(1, 255)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    sock = soak.connect(source=source)
+    nick = f"victim{rng.randrange(3)}"
+    sock.sendall("".join(f"/login {nick} guess-{rng.randrange(1 << 30)}\n" for _ in range(6)).encode())
+    soak.lockouts_seen += _read_until(sock, b"*** Error: too many failed logins; try again in ", 20)
+    _close(sock, reset=rng.random() < 0.5)
+
+
+def fault_registration_flood(soak: Soak, rng: random.Random) -> None:
+    """A registration, then /register again and again (refused: registered already) and
+    with bad passwords, as fast as the connection takes them."""
+    sock = soak.connect()
+    name = f"reg{rng.randrange(1 << 40):x}"
+    lines = [f"/nick {name}", f"/register pw-{rng.randrange(1 << 30)}-ok"] + ["/register again-and-again", "/register short"] * 50
+    sock.sendall("".join(line + "\n" for line in lines).encode())
+    soak.registrations_seen += _read_until(sock, f"*** {name} is now registered and you are logged in".encode(), 20)
+    _drain(sock, 0.5)
+    _close(sock)
+
+
 FAULTS = {
+    "wrong logins": fault_wrong_logins,
+    "registration flood": fault_registration_flood,
     "reset mid-line": fault_reset_mid_line,
     "random bytes": fault_random_bytes,
     "1 MB line": fault_megabyte_line,
@@ -686,10 +718,24 @@ def test_soak(start_server, tmp_path, request, transport):
     tls_flags, tls_context = tls_setup(tmp_path) if transport == "tls" else ([], None)
     redis = request.getfixturevalue("redis_server") if transport == "cluster" else None
     cluster_flags = ["--workers", "2", "--redis-url", redis.url] if redis else []
+    # Accounts need a store: Redis in the cluster run, an SQLite file in the TLS run (there
+    # with --history 0: with the history in that file too, the server's memory stays some
+    # 45 MiB up after the faults, the history's matter). The plain run keeps its history in
+    # memory and has no store: its account faults get the "need a store" error.
+    store_flags = ["--db", str(tmp_path / "soak.db"), "--history", "0"] if transport == "tls" else []
+    has_store = transport != "plain"
     seconds = {"plain": SOAK_SECONDS, "tls": TLS_SOAK_SECONDS, "cluster": CLUSTER_SOAK_SECONDS}[transport]
     faults = {**FAULTS, **TLS_FAULTS} if tls_context else FAULTS
     server = start_server(
-        "--quiet", "--line-timeout", str(LINE_TIMEOUT), "--metrics-port", "0", *tls_flags, *cluster_flags, start_timeout=20
+        "--quiet",
+        "--line-timeout",
+        str(LINE_TIMEOUT),
+        "--metrics-port",
+        "0",
+        *tls_flags,
+        *cluster_flags,
+        *store_flags,
+        start_timeout=20,
     )
     metrics_port = int(METRICS_RE.search(server.wait_for(lambda l: METRICS_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
     # The processes that serve the clients: the server, or its workers.
@@ -775,6 +821,8 @@ def test_soak(start_server, tmp_path, request, transport):
         "fault clients cut by the server": dict(soak.fault_errors),
         "1 MB lines refused (seen)": soak.long_lines_refused,
         "never-readers dropped for send queue (seen)": soak.sink_drops,
+        "registrations (seen)": soak.registrations_seen,
+        "wrong-login clients locked out (seen)": soak.lockouts_seen,
         "server RSS start MiB": mib(rss_start),
         "server RSS peak MiB": mib(rss_peak),
         "server RSS end MiB": mib(rss_end),
@@ -800,6 +848,9 @@ def test_soak(start_server, tmp_path, request, transport):
     assert server_figures["geventchat_lines_too_long_total"] >= soak.long_lines_refused >= 1
     assert server_figures["geventchat_line_timeouts_total"] >= 1
     assert server_figures["geventchat_sendq_drops_total"] >= soak.sink_drops >= 1
+    if has_store:
+        assert server_figures["geventchat_registrations_total"] >= soak.registrations_seen >= 1
+        assert server_figures["geventchat_login_lockouts_total"] >= 1 and soak.lockouts_seen >= 1
     # Memory back near where it started: what the faults took was given back.
     assert all(end <= start * 1.25 + (16 << 20) for start, end in zip(rss_start, rss_end)), figures
     if tls is not None:

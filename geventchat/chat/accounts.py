@@ -17,7 +17,9 @@ Where accounts live is a store (``stores.accounts``: SQLite with ``--db``, Redis
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import platform
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
@@ -62,6 +64,20 @@ class AccountStore(Protocol):
 _T = TypeVar("_T")
 
 
+def _return_hash_memory_at_once() -> None:
+    """Each hash allocates MEMORY_COST (19 MiB) and frees it. glibc's malloc serves a block
+    that big with mmap, but the first free of one raises its mmap threshold (it adapts),
+    and from then on such blocks come from the hashing threads' arenas and stay resident:
+    a few registrations left the server 40 MiB bigger for good. A fixed threshold (setting
+    it turns the adapting off) keeps every big block an mmap, unmapped when freed."""
+    if platform.libc_ver()[0] != "glibc":
+        return
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD = 1 MiB
+    except (OSError, AttributeError):
+        pass
+
+
 class PasswordHasher:
     """argon2id hashing and the library's (constant-time) verify, off the event loop."""
 
@@ -74,6 +90,7 @@ class PasswordHasher:
 
     def _run(self, func: Callable[..., _T], *args: str) -> _T:
         if self._pool is None:
+            _return_hash_memory_at_once()
             self._pool = ThreadPool(HASH_THREADS)
         return self._pool.apply(func, args)
 
