@@ -164,6 +164,10 @@ def test_accounts_survive_a_restart_and_no_password_is_stored_or_logged(start_se
     a.expect("*** Password changed")
     a.send("hello")  # a chat line, logged as such
     first.wait_for_text("dave: hello")
+    a.send("/history")
+    block = a.sync()
+    assert any(line.endswith("dave: hello") for line in block), block
+    assert not any(PASSWORD in line or OTHER in line for line in block)
     assert first.stop() == 0
     second = start_server("--db", str(path))
     b = clients(second)
