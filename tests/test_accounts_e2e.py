@@ -236,6 +236,21 @@ def test_cluster_accounts_span_processes(start_server, redis_server, clients):  
     assert b"$argon2id$" in stored and PASSWORD.encode() not in stored
 
 
+def test_with_redis_away_names_seen_registered_stay_protected(start_server, redis_server, clients):  # noqa: F811
+    server = start_server("--redis-url", redis_server.url, "--no-presence")
+    a = registered(clients(server), "lena")
+    named(a, "elsewhere")
+    b = clients(server)
+    redis_server.stop()
+    b.until(lambda line: line.startswith("*** Link to the other servers is down"), timeout=15)
+    b.send("/nick lena", "/nick fresh", "/login lena " + PASSWORD)
+    b.expect(
+        "*** Error: nickname lena is registered; use /login lena PASSWORD",
+        "*** You are now known as fresh",  # renames go on, checked here only
+        "*** Error: the account store is unavailable right now; try again later",
+    )
+
+
 def test_hashing_is_off_the_loop(start_server, clients, tmp_path):
     """While 8 connections register at once, a chat line between two others arrives about
     as fast as without them (compared in this test, with a generous margin)."""

@@ -37,6 +37,8 @@ log = logging.getLogger("geventchat")
 TIME_COST = 2
 MEMORY_COST = 19 * 1024  # KiB
 PARALLELISM = 1
+# Registered nicknames remembered for when the store is away (see Accounts.is_registered).
+MAX_KNOWN = 100_000
 # Threads that hash at once: each holds MEMORY_COST while it works.
 HASH_THREADS = 2
 
@@ -150,6 +152,10 @@ class Accounts:
         self.stats = stats
         self.hasher = hasher or PasswordHasher()
         self.limiter = limiter or LoginLimiter()
+        # Nicknames this process has seen registered: still protected while the store
+        # cannot be asked (Redis away), when /nick is checked here only, as the cluster's
+        # names then are.
+        self._known: set[str] = set()
 
     def close(self) -> None:
         self.hasher.close()
@@ -164,7 +170,16 @@ class Accounts:
             raise HubError(str(exc))
 
     def is_registered(self, nick: str) -> bool:
-        return self._get_hash(protocol.fold(nick)) is not None
+        """Whether ``nick`` is registered; with the store away, whether it was when last
+        seen (a rename must not wait for the store to come back)."""
+        key = protocol.fold(nick)
+        try:
+            found = self.store.get_hash(key) is not None
+        except AccountStoreError:
+            return key in self._known
+        if found and len(self._known) < MAX_KNOWN:
+            self._known.add(key)
+        return found
 
     # ------------------------------------------------------------------ actions
 
@@ -189,6 +204,8 @@ class Accounts:
         if not created:
             raise HubError(f"nickname {nick} is already registered")
         member.account = key  # type: ignore[attr-defined]
+        if len(self._known) < MAX_KNOWN:
+            self._known.add(key)
         self.stats.registrations += 1
         log.info("Nickname %s registered", nick)
         member.deliver(protocol.notice(f"{nick} is now registered and you are logged in"))
@@ -213,6 +230,8 @@ class Accounts:
                 self.store.set_hash(key, self.hasher.hash(password))
             except AccountStoreError:
                 pass  # the old hash still works; next login tries again
+        if len(self._known) < MAX_KNOWN:
+            self._known.add(key)
         return key
 
     def login(self, hub: Hub, member: Member, nick: str, password: str, address: str) -> None:
