@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from geventchat.core.accountrules import LoginLimiter, is_secret_line, lockout_message, password_problem, registrable
+from geventchat.core.accountrules import (
+    LoginLimiter,
+    address_key,
+    is_secret_line,
+    lockout_message,
+    password_problem,
+    registrable,
+    secret_start,
+)
 
 
 class Clock:
@@ -112,3 +120,29 @@ def test_prune_forgets_old_keys():
 
 def test_lockout_message():
     assert lockout_message(7) == "too many failed logins; try again in 7 s"
+
+
+@pytest.mark.parametrize(
+    "line, start",
+    [
+        ("/login alice secret", 13),
+        ("/login alice ", 13),
+        ("/login alice", None),
+        ("/LOGIN  bob  pw", 12),
+        ("/register pw", 10),
+        ("/password old new", 10),
+        ("//login alice pw", None),
+        ("hello", None),
+        ("/logout", None),
+    ],
+)
+def test_secret_start(line, start):
+    assert secret_start(line) == start
+
+
+def test_address_keys():
+    assert address_key("192.0.2.1") == "192.0.2.1"
+    assert address_key("2001:db8:1:2:3:4:5:6") == address_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key("fe80::1%eth0") == "fe80::/64"

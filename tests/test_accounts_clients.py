@@ -78,6 +78,11 @@ def test_terminal_history_keeps_no_password_lines(db_server, tmux_session):  # n
         term.press("Enter")
         term.wait_screen(lambda lines: term.input_line(lines) == prompt, "the line sent")
     term.wait_text("*** Password changed")
+    # Typed, a password shows as stars (the input line is masked as it is typed).
+    term.keys(f"/login hank {PASSWORD}")
+    term.wait_screen(lambda lines: term.input_line(lines) == f"{prompt} /login hank " + "*" * len(PASSWORD), "masked")
+    term.press("C-u")
+    assert not any(PASSWORD in line or "other-pass-1" in line for line in term.screen()), term.screen()
     term.press("Up")
     term.wait_screen(lambda lines: term.input_line(lines) == f"{prompt} first line", "the chat line, not a password line")
     term.press("Up")

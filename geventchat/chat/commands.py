@@ -61,7 +61,7 @@ def _accounts(hub: Hub) -> Accounts:
 
 def _address(member: Member) -> str:
     address = getattr(member, "address", None)
-    return str(address[0]) if address else ""
+    return accountrules.address_key(str(address[0])) if address else ""
 
 
 def _register(hub: Hub, member: Member, args: tuple[str, ...]) -> None:

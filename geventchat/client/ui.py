@@ -29,6 +29,8 @@ from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.formatted_text import FormattedText, StyleAndTextTuples
 from prompt_toolkit.history import InMemoryHistory
+from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
+from prompt_toolkit.layout.utils import explode_text_fragments
 from prompt_toolkit.output import Output
 from prompt_toolkit.renderer import print_formatted_text as render_formatted_text
 from prompt_toolkit.styles import Style
@@ -49,7 +51,7 @@ from geventchat.client.base import (
     tls_failure_line,
 )
 from geventchat.core import protocol
-from geventchat.core.accountrules import is_secret_line
+from geventchat.core.accountrules import is_secret_line, secret_start
 
 STYLE = Style.from_dict(
     {
@@ -212,6 +214,21 @@ class _ServerClosed(Exception):
     pass
 
 
+class MaskSecret(Processor):
+    """Shows what is typed after ``/login NICK ``, ``/register `` or ``/password `` as
+    ``*`` (one per character, so the cursor stays put); the line stays masked on the
+    screen once sent."""
+
+    def apply_transformation(self, transformation_input: TransformationInput) -> Transformation:
+        start = secret_start(transformation_input.document.text)
+        if start is None:
+            return Transformation(transformation_input.fragments)
+        masked: StyleAndTextTuples = []
+        for index, (style, char, *_) in enumerate(explode_text_fragments(transformation_input.fragments)):
+            masked.append((style, "*" if index >= start and not char.isspace() else char))
+        return Transformation(masked)
+
+
 class SecretFreeHistory(InMemoryHistory):
     """Input history that never keeps a ``/register``, ``/login`` or ``/password`` line."""
 
@@ -229,6 +246,7 @@ class TerminalClient:
         self.closed = asyncio.Event()
         self.session: PromptSession[str] = PromptSession(
             history=SecretFreeHistory(),
+            input_processors=[MaskSecret()],
             completer=ChatCompleter(self.state),
             complete_while_typing=False,
             style=STYLE,

@@ -11,7 +11,9 @@ of its own.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +54,30 @@ def is_secret_line(line: str) -> bool:
     if text[:1] != "/" or text[:2] == "//":
         return False
     return text[1:].split(None, 1)[0].lower() in SECRET_COMMANDS if len(text) > 1 else False
+
+
+_SECRET_PART_RE = re.compile(r"\s*/(?:login\s+\S+\s|register\s|password\s)", re.IGNORECASE)
+
+
+def secret_start(line: str) -> int | None:
+    """Where the password begins in a line being typed (after ``/login NICK ``,
+    ``/register `` or ``/password ``), for a client to mask the rest; None if nowhere."""
+    match = _SECRET_PART_RE.match(line)
+    return match.end() if match else None
+
+
+def address_key(host: str) -> str:
+    """The "address" the login limiter counts for a peer: its IPv4 address, or its IPv6
+    /64 (one site's network: anyone given an IPv6 address usually has a whole /64)."""
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def lockout_message(seconds: int) -> str:
