@@ -608,3 +608,95 @@ def test_a_huge_stdin_line_is_passed_on_whole_not_held():
     assert srv.received == sent + b"\nexit\n"
     assert done.returncode == 0
     assert done.stdout.decode().splitlines()[-1] == "Disconnected from server"
+
+
+# ------------------------------------------------------------------ the wrong server
+
+
+def start_web_server() -> tuple[subprocess.Popen, int, int]:
+    """``python -m geventchat.server --web-port 0``: (process, chat port, web port)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geventchat.server", "--host", "127.0.0.1", "--port", "0", "--web-port", "0"],
+        cwd=ROOT,
+        env=ENV,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    chat = web = 0
+    deadline = time.monotonic() + 15
+    while not (chat and web) and time.monotonic() < deadline:
+        line = proc.stdout.readline().decode()  # type: ignore[union-attr]
+        if not line:
+            break
+        match = re.search(r"(Server listening on |Web client on http://)127\.0\.0\.1:(\d+)", line)
+        if match:
+            if match.group(1).startswith("Server"):
+                chat = int(match.group(2))
+            else:
+                web = int(match.group(2))
+    if not (chat and web):
+        proc.kill()
+        proc.wait(timeout=5)
+        raise RuntimeError("the server did not start with --web-port")
+    return proc, chat, web
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_pointed_at_the_web_port_it_says_so(pipe_client):
+    """A web port says nothing until it has a request: the client says, once, that no
+    welcome came (on stderr; stdout stays the chat's), instead of waiting in silence."""
+    proc, _chat, web = start_web_server()
+    try:
+        pipe = pipe_client(web)
+        pipe.expect(CONNECTED_RE.pattern)
+        assert client.WELCOME_WAIT == 5.0
+        hint = b""
+        while b"\n" not in hint:  # (bounded: the stderr pipe ends when the client does)
+            chunk = pipe.proc.stderr.read1(4096)  # type: ignore[union-attr]
+            assert chunk, hint
+            hint += chunk
+        assert hint.decode() == (
+            f"*** No welcome from 127.0.0.1:{web} after 5 s: is it the chat port? "
+            "(a web port speaks HTTP, a TLS chat port needs --tls)\n"
+        )
+        pipe.write("exit\n")
+        status, lines, err = pipe.finish()
+        assert status == 0 and lines[-1] == "Disconnected from server", lines
+        assert err == ""
+    finally:
+        stop_process(proc)
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", "answers in HTTP: it is a web port"),
+        (b":irc.example.net NOTICE * :*** Looking up your hostname...\r\n", "speaks IRC: it is an IRC port"),
+    ],
+)
+def test_a_server_answering_in_another_protocol_is_one_line_and_exit_2(pipe_client, reply, said):
+    def script(srv: ScriptedServer, conn: socket.socket) -> None:
+        srv.read_until(conn, b"\n")  # the client's /nick
+        conn.sendall(reply)
+        srv.release.wait(WAIT)
+
+    srv = ScriptedServer(script)
+    try:
+        status, lines, err = pipe_client(srv.port, "--nick", "bob").finish(close_stdin=False)
+    finally:
+        srv.release.set()
+        srv.stop()
+    assert status == 2
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"Error: 127.0.0.1:{srv.port} {said}") and "not the chat port" in err, err
+    assert lines == [f"Connected to chat server at 127.0.0.1:{srv.port}. Type 'exit' to leave."]  # nothing of it shown

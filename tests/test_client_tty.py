@@ -193,10 +193,59 @@ def test_ctrl_c_leaves_cleanly(server, tmux_session):
     term = tmux_session(client_command(server.port))
     term.wait_screen(lambda lines: term.input_line(lines).endswith(">"), "the prompt")
     term.keys("never sent")
+    term.wait_screen(lambda lines: term.input_line(lines).endswith("> never sent"), "the half line")
     term.press("C-c")
     lines = term.wait_text("[exit 0]")
     assert "Disconnected from server" in lines
     assert not any("Traceback" in line or "KeyboardInterrupt" in line for line in lines)
+    assert not any("never sent" in line for line in lines), lines  # no half line left behind
+
+
+def test_own_lines_are_shown_time_stamped_like_received_ones(server, tmux_session):
+    other = RawClient(server.port)
+    try:
+        nick = "me" + uuid.uuid4().hex[:6]
+        term = tmux_session(client_command(server.port, "--nick", nick))
+        prompt = f"[lobby] {nick}>"
+        term.wait_screen(lambda lines: term.input_line(lines) == prompt, "the prompt with the new nick")
+        other.send("first from the other")
+        term.wait_text(f"{other.nick}: first from the other")
+        shown_as = {
+            "a line of mine": f"{nick}: a line of mine",
+            "/me waves": f"* {nick} waves",
+            "/who": "/who",
+            "/login someone secretpass1": "/login someone ********",
+        }
+        for typed, echo in shown_as.items():  # each after the last one's echo, as a person types
+            term.keys(typed)
+            term.press("Enter")
+            lines = term.wait_screen(
+                lambda lines, echo=echo: any(line.endswith(" " + echo) for line in lines) and term.input_line(lines) == prompt,
+                repr(echo),
+            )
+        other.expect(f"{nick}: a line of mine")
+        stamp = r"\d\d:\d\d "
+        assert any(re.fullmatch(stamp + re.escape(f"{other.nick}: first from the other"), line) for line in lines), lines
+        assert any(re.fullmatch(stamp + re.escape(f"{nick}: a line of mine"), line) for line in lines), lines
+        assert any(re.fullmatch(stamp + re.escape(f"* {nick} waves"), line) for line in lines), lines
+        assert any(re.fullmatch(stamp + "/who", line) for line in lines), lines
+        assert not any(line.startswith(f"{prompt} ") for line in lines), lines  # the sent input line is not left as typed
+        assert not any("secretpass1" in line for line in lines), lines
+    finally:
+        other.close()
+
+
+def test_pointed_at_the_web_port_it_says_so(tmux_session):
+    from test_client import start_web_server, stop_process
+
+    proc, _chat, web = start_web_server()
+    try:
+        term = tmux_session(client_command(web))
+        lines = term.wait_text("No welcome from", timeout=WAIT + 5)
+        hint = " ".join(line for line in lines if line.strip())
+        assert f"No welcome from 127.0.0.1:{web} after 5 s: is it the chat port?" in hint, lines
+    finally:
+        stop_process(proc)
 
 
 def test_server_shutdown_in_a_terminal(tmux_session):

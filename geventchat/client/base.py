@@ -32,6 +32,9 @@ CONNECT_TIMEOUT = 10.0
 LEAVE_TIMEOUT = 2.0
 # Pipe mode stops reading stdin while this much is waiting to be sent.
 SEND_HIGH_WATER = 256 * 1024
+# A chat server welcomes at once: after this long without a byte, the client says that the
+# port may not be a chat port (it goes on waiting).
+WELCOME_WAIT = 5.0
 
 
 class ConnectError(Exception):
@@ -132,6 +135,43 @@ def read_password_file(path: str) -> str:
     return password
 
 
+class FirstContact:
+    """Is the server at the other end a chat server? Judged from its first bytes (sans-IO).
+
+    A web port (``--web-port``, or any HTTP server) answers whatever the client sent with
+    ``HTTP/1.1 400 ...``, or says nothing at all while it waits for a request; an IRC server
+    begins with ``:server NOTICE ...`` or ``PING``. Without this, the client shows such
+    replies as chat, or waits in silence."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.received = False
+
+    def receive(self, data: bytes) -> str | None:
+        """The one error line to show (then leave, exit status 2) if the server's first
+        bytes are another protocol's; None when they may be chat."""
+        if self.received or not data:
+            return None
+        self.received = True
+        if data.startswith(b"HTTP/"):
+            return (
+                f"Error: {self.where} answers in HTTP: it is a web port (open http://{self.where}/ in a browser), "
+                "not the chat port"
+            )
+        if data.startswith((b":", b"PING ", b"NOTICE ", b"ERROR :")):
+            return f"Error: {self.where} speaks IRC: it is an IRC port (use an IRC client there), not the chat port"
+        return None
+
+    def silence_line(self) -> str | None:
+        """The line to show once nothing came for WELCOME_WAIT seconds (None if something did)."""
+        if self.received:
+            return None
+        return (
+            f"*** No welcome from {self.where} after {WELCOME_WAIT:g} s: is it the chat port? "
+            "(a web port speaks HTTP, a TLS chat port needs --tls)"
+        )
+
+
 def is_leave(line: str) -> bool:
     """True for a line after which the server closes the connection (exit, /quit)."""
     return isinstance(protocol.parse_line(line), protocol.Quit)
@@ -169,13 +209,22 @@ def pending(sock: socket.socket) -> int:
     return sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
 
 
-def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: bytes = b"") -> int:
+def run_pipe(
+    sock: socket.socket,
+    stdin_fd: int | None,
+    out: BinaryIO,
+    first: bytes = b"",
+    contact: FirstContact | None = None,
+    err: BinaryIO | None = None,
+) -> int:
     """Plain lines from stdin_fd to the server and from the server to out.
 
     One thread, one selector: the order of what is printed is the order it arrived, and
     the last line (``Disconnected from server`` or ``Connection closed by server``) comes
-    after every line received before it.
+    after every line received before it. ``contact``: checks the server's first bytes
+    (another protocol: one line on ``err`` and EXIT_CONNECT; silence: a hint on ``err``).
     """
+    silence_deadline = time.monotonic() + WELCOME_WAIT if contact is not None else None
     printer = _Printer(out)
     framer = protocol.LineFramer(MAX_SERVER_LINE)
     outbuf = bytearray(first)  # bytes waiting to be sent
@@ -264,6 +313,15 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
                 if timeout <= 0:
                     printer.lines([DISCONNECTED])
                     return EXIT_OK
+            if silence_deadline is not None:
+                wait = silence_deadline - time.monotonic()
+                if wait <= 0:
+                    hint = contact.silence_line() if contact is not None else None
+                    if hint and err is not None:
+                        _Printer(err).lines([hint])
+                    silence_deadline = None
+                else:
+                    timeout = wait if timeout is None else min(timeout, wait)
             for key, mask in selector.select(timeout):
                 if key.fileobj is sock:
                     if mask & selectors.EVENT_READ:
@@ -278,6 +336,13 @@ def run_pipe(sock: socket.socket, stdin_fd: int | None, out: BinaryIO, first: by
                             data = b""
                         if not data:
                             return server_gone()
+                        if contact is not None and not contact.received:
+                            silence_deadline = None
+                            wrong = contact.receive(data)
+                            if wrong is not None:
+                                if err is not None:
+                                    _Printer(err).lines([wrong])
+                                return EXIT_CONNECT
                         printer.lines([show_text(e) for e in framer.receive_data(data)])
                     if mask & selectors.EVENT_WRITE and outbuf:
                         try:

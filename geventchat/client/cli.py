@@ -37,6 +37,7 @@ from geventchat.client.base import (
     EXIT_CONNECT,
     EXIT_OK,
     ConnectError,
+    FirstContact,
     PasswordFileError,
     connect,
     greeting_lines,
@@ -155,15 +156,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(interrupted_line(args.host, args.port), file=sys.stderr, flush=True)
                 return EXIT_CONNECT
 
+            contact = FirstContact(args.host, args.port)
             if context is not None:
                 return run_terminal(
-                    sock, first, tls=context, server_hostname=args.host, connected_line=connected_line, port=args.port
+                    sock,
+                    first,
+                    tls=context,
+                    server_hostname=args.host,
+                    connected_line=connected_line,
+                    port=args.port,
+                    contact=contact,
                 )
             print(connected_line, flush=True)
-            return run_terminal(sock, first)
+            return run_terminal(sock, first, contact=contact)
         print(connected_line, flush=True)
         try:
-            return run_pipe(sock, _stdin_fd(), sys.stdout.buffer, first)
+            return run_pipe(
+                sock, _stdin_fd(), sys.stdout.buffer, first, contact=FirstContact(args.host, args.port), err=sys.stderr.buffer
+            )
         except KeyboardInterrupt:
             try:
                 sock.send(b"exit\n")

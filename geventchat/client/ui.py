@@ -45,6 +45,8 @@ from geventchat.client.base import (
     LEAVE_TIMEOUT,
     MAX_SERVER_LINE,
     RECV_SIZE,
+    WELCOME_WAIT,
+    FirstContact,
     interrupted_line,
     is_leave,
     show_text,
@@ -64,6 +66,7 @@ STYLE = Style.from_dict(
         "other": "",
         "mention": "bold underline",
         "prompt": "bold",
+        "command": "#888888",
     }
 )
 
@@ -114,6 +117,24 @@ def format_line(text: str, now: float | None = None, me: str = "") -> StyleAndTe
     else:
         parts += [("class:other", text)]
     return parts
+
+
+def own_line(text: str, me: str, now: float | None = None) -> StyleAndTextTuples:
+    """Formatted text for a line this client sent, shown as the others see it, with the same
+    time stamp as received lines: ``HH:MM me: text``, ``HH:MM * me waves``; a command as
+    typed (dimmed), a /register, /login or /password with its password hidden."""
+    text = protocol.terminal_safe(text)
+    name = me or "you"
+    request = protocol.parse_line(text)
+    if isinstance(request, protocol.Chat):
+        return format_line(f"{name}: {request.text}", now)
+    if isinstance(request, protocol.Command) and request.name == "me":
+        return format_line(f"* {name} {request.args[0]}", now)
+    if is_secret_line(text):
+        words = text.split()
+        shown = words[:2] if words[0].lower() == "/login" else words[:1]
+        text = " ".join(shown + ["********"])
+    return [("class:time", time.strftime("%H:%M ", time.localtime(now))), ("class:command", text)]
 
 
 # ------------------------------------------------------------------------- nicknames
@@ -238,18 +259,23 @@ class SecretFreeHistory(InMemoryHistory):
 
 
 class TerminalClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, contact: FirstContact | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.state = ChatState()
         self.leaving = False
         self.closed = asyncio.Event()
+        self.contact = contact  # the server's first bytes checked: is it a chat server?
+        self.wrong_server = ""  # the error line when it is not
         self.session: PromptSession[str] = PromptSession(
             history=SecretFreeHistory(),
             input_processors=[MaskSecret()],
             completer=ChatCompleter(self.state),
             complete_while_typing=False,
             style=STYLE,
+            # The input line goes when it is sent (it comes back as a time-stamped line of
+            # its own, see own_line) or abandoned (Ctrl-C, Ctrl-D): no half line is left.
+            erase_when_done=True,
         )
 
     @property
@@ -288,6 +314,11 @@ class TerminalClient:
                     if framer.in_line:
                         await self.show([show_text(e) for e in framer.receive_data(b"\n")])
                     break
+                if self.contact is not None and not self.contact.received:
+                    wrong = self.contact.receive(data)
+                    if wrong is not None:
+                        self.wrong_server = wrong
+                        break
                 await self.show([show_text(e) for e in framer.receive_data(data)])
         finally:
             self.closed.set()
@@ -317,6 +348,18 @@ class TerminalClient:
         if not self.closed.is_set():
             self.writer.write(text.encode("utf-8", "replace") + b"\n")
 
+    async def show_own(self, texts: list[str]) -> None:
+        """Print the lines just sent, above the prompt (whose input line was erased)."""
+        me = self.state.me
+        self._print([own_line(text, me) for text in texts])
+
+    async def _hint_if_silent(self) -> None:
+        """Nothing from the server for WELCOME_WAIT seconds: say it may not be a chat port."""
+        await asyncio.sleep(WELCOME_WAIT)
+        hint = self.contact.silence_line() if self.contact is not None else None
+        if hint and not self.closed.is_set():
+            await self.show([hint])
+
     async def leave(self, say_exit: bool) -> int:
         self.leaving = True
         if say_exit:
@@ -330,6 +373,7 @@ class TerminalClient:
 
     async def run(self, first: bytes) -> int:
         reading = asyncio.ensure_future(self.read_loop())
+        hint = asyncio.ensure_future(self._hint_if_silent())
         if first:
             self.writer.write(first)
 
@@ -347,18 +391,23 @@ class TerminalClient:
                     break
                 except (EOFError, KeyboardInterrupt):
                     return await self.leave(say_exit=True)
-                for line in typed.splitlines():
-                    if not line.strip():
-                        continue
+                sent = [line for line in typed.splitlines() if line.strip()]
+                for index, line in enumerate(sent):
                     self.send(line)
                     if is_leave(line):
+                        await self.show_own(sent[: index + 1])
                         return await self.leave(say_exit=False)
+                await self.show_own(sent)
             await reading
+            if self.wrong_server:
+                print(self.wrong_server, file=sys.stderr, flush=True)
+                return EXIT_CONNECT
             print(CLOSED_BY_SERVER, flush=True)
             return EXIT_CLOSED
         finally:
             self.writer.close()
             reading.cancel()
+            hint.cancel()
 
 
 def run_terminal(
@@ -368,6 +417,7 @@ def run_terminal(
     server_hostname: str | None = None,
     connected_line: str | None = None,
     port: int | None = None,
+    contact: FirstContact | None = None,
 ) -> int:
     """Chat in this terminal over the connected socket; returns the exit status.
 
@@ -395,7 +445,7 @@ def run_terminal(
         usable = True
         if connected_line:
             print(connected_line, flush=True)
-        return await TerminalClient(reader, writer).run(first)
+        return await TerminalClient(reader, writer, contact).run(first)
 
     try:
         sock_port = sock.getpeername()[1]
