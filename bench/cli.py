@@ -148,9 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     target.add_argument(
         "--server-args",
-        default="",
+        nargs="+",
+        default=[""],
         metavar="ARGS",
-        help='more flags for the geventchat server the bench starts, in one string (e.g. "--max-sendq 4194304")',
+        help='more flags for the geventchat server the bench starts, in one string (e.g. "--max-sendq 4194304"); '
+        "several strings run one server with each, side by side, and give each one's ratios to the first "
+        '(e.g. --server-args "--history 0" "" "--db /tmp/x.db")',
     )
     modes.add_argument("--repeat", type=int, default=1, help="runs per server in --compare; the median is shown (default 1)")
     modes.add_argument(
@@ -313,7 +316,10 @@ def _answers_commands(host: str, port: int, timeout: float = 2.0) -> bool:
 def _server_args(args) -> tuple:
     import shlex
 
-    return tuple(shlex.split(getattr(args, "server_args", "") or ""))
+    flags = getattr(args, "server_args", "") or ""
+    if isinstance(flags, list):  # --server-args A [B ...]: one set per run (bench/variants.py)
+        flags = " ".join(flags)
+    return tuple(shlex.split(flags))
 
 
 # ---------------------------------------------------------------------------- output
@@ -654,6 +660,18 @@ def _main(args) -> int:
         raise BenchError("--workers and --sweep do not go together yet")
     if not target and not args.compare and args.server not in PROTOCOL_SERVERS[args.protocol]:
         raise BenchError(f"--server {args.server} does not speak --protocol {args.protocol}")
+
+    if len(args.server_args) > 1:
+        if target or args.compare or args.sweep or args.workers is not None:
+            raise BenchError(
+                "several --server-args start their own servers: leave out --host/--port, --compare, --sweep, --workers"
+            )
+        from bench.variants import run_variants
+
+        results, rt = run_variants(args, args.server_args, run_on, scenario_from, _median, table, scaling, print_scaling)
+        if args.json:
+            write_json(args.json, {**_headline(results[0]), "variants": results, "ratios": rt})
+        return _exit_status(results)
 
     if args.sweep:
         key, values = parse_sweep(args.sweep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
@@ -516,3 +517,29 @@ def test_a_live_server_is_benchmarked_in_a_room_of_its_own(tmp_path):
     lines = seen.decode().splitlines()
     assert all(line.startswith("*** ") for line in lines), lines  # presence and the reply: no chat
     assert sum(" joined lobby" in line for line in lines) >= 5, lines
+
+
+@pytest.mark.timeout(120)
+def test_several_server_args_run_side_by_side_with_ratios_to_the_first(tmp_path):
+    db = tmp_path / "history.db"
+    out = tmp_path / "variants.json"
+    result = run_bench(
+        "--clients", "5", "--messages", "40", "--repeat", "2", "--json", str(out),
+        "--server-args", "--history 0", "", f"--db {db}",
+        timeout=110,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert [v["server"] for v in data["variants"]] == [
+        "geventchat --history 0",
+        "geventchat (no extra flags)",
+        f"geventchat --db {db}",
+    ]
+    assert all(v["lost"] == 0 and v["delivered"] == v["expected"] == 5 * 40 * 4 for v in data["variants"])
+    assert set(data["ratios"]) == {"geventchat (no extra flags)", f"geventchat --db {db}"}
+    assert "deliveries_per_s_x" in data["ratios"][f"geventchat --db {db}"]
+    assert f"geventchat --db {db} against the first: deliveries/s x" in result.stdout
+    assert not db.exists()  # each run had a new database, removed after it
+    db.write_bytes(b"")
+    refused = run_bench("--clients", "2", "--messages", "2", "--server-args", "", f"--db {db}")
+    assert refused.returncode != 0 and "exists" in refused.stderr

@@ -19,7 +19,7 @@ from redis_fixture import redis_server  # noqa: F401  (fixture)
 from test_metrics import metrics_port, scrape, wait_metric
 
 from geventchat.stores import sqlitedb
-from geventchat.stores.sqlite_history import COMPONENT
+from geventchat.stores.sqlite_history import COMPONENT, SCHEMA_STEPS
 
 # The default replay (the test servers of other features turn it off: conftest.py).
 ON_JOIN = ("--history-on-join", "20")
@@ -162,8 +162,16 @@ def test_private_presence_and_replies_are_never_kept(start_server, clients):
 
 
 def db_lines(path) -> list[str]:
+    """Every line in the database, in order, as ``NICK: text`` (a row holds a run of lines
+    recorded together, joined by newlines: stores/runs.py)."""
     with sqlite3.connect(path) as conn:
-        return [f"{nick}: {text}" for nick, text in conn.execute("SELECT nick, text FROM history ORDER BY id")]
+        rows = conn.execute("SELECT nick, lines, text FROM history ORDER BY id").fetchall()
+    out = []
+    for nick, count, text in rows:
+        lines = text.split("\n")
+        assert len(lines) == count
+        out += [f"{nick}: {line}" for line in lines]
+    return out
 
 
 def test_sqlite_keeps_history_across_a_restart(start_server, clients, tmp_path):
@@ -193,7 +201,7 @@ def test_sqlite_keeps_history_across_a_restart(start_server, clients, tmp_path):
     talk(carol, ChatClient(again.port), "x") if False else None
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_versions WHERE component = 'history'").fetchone() == (1,)
+        assert conn.execute("SELECT version FROM schema_versions WHERE component = 'history'").fetchone() == (2,)
 
 
 def test_sigterm_right_after_a_burst_loses_nothing(start_server, clients, tmp_path):
@@ -274,6 +282,27 @@ def test_a_db_without_permission_is_one_line(tmp_path):
     os.chmod(tmp_path, 0o755)
     assert "permission denied" in _refused("--db", str(locked / "chat.db"), as_nobody=True)
     assert "permission denied" in _refused("--db", str(locked / "new.db"), as_nobody=True)
+
+
+def test_a_version_1_database_is_migrated_with_its_lines(start_server, clients, tmp_path):
+    path = str(tmp_path / "chat.db")
+    conn = sqlitedb.open_database(path)
+    sqlitedb.migrate(conn, COMPONENT, SCHEMA_STEPS[:1], path)  # as the first release wrote it
+    conn.executemany(
+        "INSERT INTO history (id, room_key, time, nick, text, action) VALUES (?, ?, ?, ?, ?, ?)",
+        [(1, "lobby", time.time(), "old", "from version 1", 0), (2, "lobby", time.time(), "old", "waves", 1)],
+    )
+    conn.close()
+    server = start_server("--db", path, "--no-presence", *ON_JOIN)
+    alice = clients(server)
+    assert read_block(alice, "lobby") == ["old: from version 1", "* old waves"]
+    bob = clients(server)
+    read_block(bob, "lobby")
+    talk(alice, bob, "new")
+    assert server.stop() == 0
+    assert db_lines(path) == ["old: from version 1", "old: waves", f"{alice.nick}: new"]
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT version FROM schema_versions WHERE component = 'history'").fetchone() == (2,)
 
 
 def test_a_db_from_a_newer_server_is_refused_untouched(tmp_path):

@@ -25,6 +25,7 @@ import gevent.lock
 
 from geventchat.core.history import Entry
 from geventchat.stores.counters import StoreCounters
+from geventchat.stores.runs import ACTION, COUNT, NICK, ROOM, TEXT, TIME, Run, make_run
 from geventchat.stores.sqlitedb import StoreError
 
 log = logging.getLogger("geventchat")
@@ -60,47 +61,53 @@ class RedisHistory:
             raise StoreError(f"Error: bad --redis-url {url!r}: {exc}") from None
         self.keep = keep
         self.prefix = prefix + ":history:"
-        self.counters = StoreCounters()
-        self._pending: deque[tuple[str, dict[Any, Any]]] = deque()
+        self._counters = StoreCounters()
+        # runs (stores/runs.py): a tuple in the relay's hot path; the writer makes the
+        # stream entry's fields, one entry per run
+        self._pending: deque[Run] = deque()
+        self._recorded = 0
         self._wake = gevent.event.Event()
         self._sending = gevent.lock.Semaphore()  # one batch at a time: each sender's order holds
         self._closing = False
         self._writer = gevent.spawn(self._run)
 
+    @property
+    def counters(self) -> StoreCounters:
+        self._counters.lines_recorded = self._recorded
+        return self._counters
+
     def key(self, room_key: str) -> str:
         return self.prefix + room_key
 
     def record(self, room_key: str, nick: str, texts: Sequence[str], action: bool = False) -> None:
-        now = repr(time.time())
-        flag = "1" if action else "0"
-        pending = self._pending
-        for text in texts:
-            pending.append((room_key, {"t": now, "n": nick, "x": text, "a": flag}))
-        self.counters.lines_recorded += len(texts)
+        self._pending.append(make_run(0, room_key, time.time(), nick, texts, action))
+        self._recorded += len(texts)
         if not self._wake.is_set():
             self._wake.set()
 
     def recent(self, room_key: str, count: int) -> list[Entry]:
+        count = min(count, self.keep)
         if count < 1:
             return []
         self._send()  # ours first, so that the read has them
         try:
             rows: Any = self.redis.xrevrange(self.key(room_key), count=count)
         except self._errors as exc:
-            self.counters.write_failed(0, self.name, f"read failed: {exc}")
+            self._counters.write_failed(0, self.name, f"read failed: {exc}")
             return []
         entries = []
-        for _, fields in reversed(rows):
+        for _, fields in reversed(rows):  # each entry is a run of one or more lines
             try:
-                entries.append(Entry(float(fields["t"]), fields["n"], fields["x"], fields.get("a") == "1"))
+                when, nick, action, text = float(fields["t"]), fields["n"], fields.get("a") == "1", fields["x"]
             except (KeyError, ValueError):
                 continue  # not one of ours: skip it
+            entries += [Entry(when, nick, line, action) for line in text.split("\n")]
         # A stream is in the order lines reached Redis; each process writes a little after
         # relaying, so a reply relayed elsewhere may be written before the line it answers.
         # The relay times put them back in the order members saw them (the sort is stable:
         # each sender's lines, relayed by one process, keep their order).
         entries.sort(key=lambda entry: entry.time)
-        return entries
+        return entries[-count:]
 
     def close(self) -> None:
         if self._closing:
@@ -110,7 +117,7 @@ class RedisHistory:
             while self._pending and self._send():
                 pass
         if self._pending:
-            log.warning("History store (redis): %d lines could not be written", len(self._pending))
+            log.warning("History store (redis): %d lines could not be written", sum(run[COUNT] for run in self._pending))
         self._writer.kill(block=True, timeout=1)
         self.redis.close()
 
@@ -127,19 +134,21 @@ class RedisHistory:
             pending = self._pending
             while pending:
                 batch = [pending.popleft() for _ in range(min(len(pending), BATCH_MAX))]
+                lines = sum(run[COUNT] for run in batch)
                 started = time.perf_counter()
                 try:
                     pipe = self.redis.pipeline(transaction=False)
-                    for room_key, fields in batch:
-                        pipe.xadd(self.key(room_key), fields, maxlen=self.keep, approximate=True)
+                    for run in batch:
+                        fields: dict[Any, Any] = {"t": repr(run[TIME]), "n": run[NICK], "a": run[ACTION], "x": run[TEXT]}
+                        pipe.xadd(self.key(run[ROOM]), fields, maxlen=self.keep, approximate=True)
                     pipe.execute()
                 except self._errors as exc:
                     pending.extendleft(reversed(batch))
                     while len(pending) > PENDING_MAX:
                         pending.popleft()
-                    self.counters.pending = len(pending)
-                    self.counters.write_failed(len(batch), self.name, exc)
+                    self._counters.pending = sum(run[COUNT] for run in pending)
+                    self._counters.write_failed(lines, self.name, exc)
                     return False
-                self.counters.pending = len(pending)
-                self.counters.batch_written(len(batch), time.perf_counter() - started)
+                self._counters.pending = sum(run[COUNT] for run in pending) if pending else 0
+                self._counters.batch_written(lines, time.perf_counter() - started)
             return True
