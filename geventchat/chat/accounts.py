@@ -213,8 +213,10 @@ class Accounts:
 
     def verify(self, nick: str, password: str, address: str) -> str:
         """Check a login without touching any member: the folded nickname when
-        ``password`` is right; else ``HubError`` (wrong, unknown, or locked out)."""
+        ``password`` is right; else ``HubError`` (wrong, unknown, or locked out).
+        ``address``: the peer's IP address (an IPv6 one counts as its /64)."""
         key = protocol.fold(nick)
+        address = accountrules.address_key(address)
         wait = self.limiter.locked_for(key, address)
         if wait:
             raise HubError(accountrules.lockout_message(wait))
