@@ -32,7 +32,7 @@ from gevent import socket as gsocket
 from gevent.hub import Waiter
 
 from geventchat.chat import commands
-from geventchat.chat.hub import Hub
+from geventchat.chat.hub import Hub, Room
 from geventchat.core import limits, protocol, wrongdoor
 from geventchat.core.config import Settings
 from geventchat.core.ratelimit import TokenBucket
@@ -124,7 +124,7 @@ class Connection:
         self.hub = hub
         self.settings = settings
         self.nick = ""
-        self.room = None
+        self.room: Room | None = None
         self.account: str | None = None  # the folded nickname logged in to (chat.accounts)
         self._outbox: list[bytes] = []
         self._pending = 0  # bytes queued here and not yet handed to the kernel
@@ -405,11 +405,11 @@ class Connection:
 
     def _read_loop(self, start: bool = False) -> None:
         self._reader = gevent.getcurrent()
-        hub, settings = self.hub, self.settings
+        settings = self.settings
         park = False
         try:
             if start:
-                hub.add(self, str(self.address[1]))
+                self._register()
                 self.framer = self._new_framer()
                 if settings.rate > 0:
                     self._bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate))
@@ -444,6 +444,11 @@ class Connection:
                 self._park()
             else:
                 self._finish()
+
+    def _register(self) -> None:
+        """Join the chat as the connection starts (a line door: at once, named after the
+        port; the IRC door registers later, when the client has said NICK and USER)."""
+        self.hub.add(self, str(self.address[1]))
 
     def _finish(self) -> None:
         """The client has gone (or is sent away): leave the chat, flush, close, log."""

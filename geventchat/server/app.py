@@ -367,6 +367,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ORIGIN[,ORIGIN...]",
         help="other pages allowed to open the WebSocket, as scheme://host[:port] (default: the page's own origin only)",
     )
+    parser.add_argument(
+        "--irc-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="also serve the chat to IRC clients (irssi, WeeChat, HexChat) on this port; 0 picks a free one (default: off)",
+    )
+    parser.add_argument(
+        "--irc-ping-interval",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="ping an IRC client silent this long, drop it if it does not answer as long again (default %(default)s)",
+    )
     cluster = parser.add_argument_group("scale-out over Redis")
     cluster.add_argument(
         "--redis-url",
@@ -506,6 +520,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers > 1:
         from geventchat.server import workers
 
+        if args.irc_port is not None:
+            print("Error: --irc-port cannot be used with --workers yet (run the IRC door in one process)", file=sys.stderr)
+            return 2
+
         return workers.run_workers(args, serve)
     return serve(args)
 
@@ -515,21 +533,24 @@ class _BindFailed(Exception):
 
 
 def _bind_ports(args, listener, web_listener, metrics_listener) -> tuple:
-    """The chat, web and metrics listening sockets: those given (a --workers worker's
+    """The chat, web, metrics and IRC listening sockets: those given (a --workers worker's
     shares), the others bound here, all or none (the ones bound are closed on failure)."""
     bound: list[socket.socket] = []
+    irc_listener = None
     try:
         if listener is None:
             listener = _bind_one(args.host, args.port, bound, describe_bind_error)
         if web_listener is None and args.web_port is not None:
             web_listener = _bind_one(args.host, args.web_port, bound, describe_bind_error)
+        if args.irc_port is not None:
+            irc_listener = _bind_one(args.host, args.irc_port, bound, describe_bind_error)
         if metrics_listener is None and args.metrics_port is not None:
             metrics_listener = _bind_one(args.host, args.metrics_port, bound, describe_metrics_bind_error)
     except _BindFailed:
         for sock in bound:
             sock.close()
         raise
-    return listener, web_listener, metrics_listener
+    return listener, web_listener, metrics_listener, irc_listener
 
 
 def _bind_one(host: str, port: int, bound: list, describe) -> socket.socket:
@@ -603,7 +624,9 @@ def serve(
         if hub is not None:
             hub.close()
         return 1
-    listener, web_listener, metrics_listener = listeners
+    listener, web_listener, metrics_listener, irc_listener = listeners
+    if irc_listener is not None:  # named to an IRC client that knocks at the chat port
+        settings = replace(settings, irc_port=irc_listener.getsockname()[1])
     if web_listener is not None:  # named to a browser that knocks at the chat port (wrongdoor.py)
         settings = replace(settings, web_port=web_listener.getsockname()[1], web_scheme="https" if args.certfile else "http")
     server = ChatServer(args.host, args.port, settings, hub=hub, listener=listener, tls_context=tls_context)
@@ -626,11 +649,19 @@ def serve(
 
         web = WebServer(server, args.host, args.web_port, parse_origins(args.web_origins), listener=web_listener)
         web.start()
+    irc_door = None
+    if irc_listener is not None:
+        from geventchat.doors.irc import IrcServer
+
+        irc_door = IrcServer(server, irc_listener, ping_interval=args.irc_ping_interval)
+        irc_door.start()
     if ready is not None:
         ready()
     stop_requested.wait()
     if web is not None:
         web.close()
+    if irc_door is not None:
+        irc_door.close()
     server.stop()
     if server.hub.accounts is not None:
         server.hub.accounts.close()

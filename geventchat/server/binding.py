@@ -55,7 +55,7 @@ def bind_listener(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> socket
 
 # The flags that each name a port of their own (a door or a page): two of them on one port
 # can never both listen.
-PORT_FLAGS = ("port", "web_port", "metrics_port")
+PORT_FLAGS = ("port", "web_port", "metrics_port", "irc_port")
 
 
 def port_clash(args) -> str | None:

@@ -1,0 +1,739 @@
+"""The IRC front door (``--irc-port``): the same chat for IRC clients (irssi, WeeChat, HexChat).
+
+``IrcDoorConnection`` is a ``Connection`` (the same outbox, writer, parking, limits and
+closing as the line door) whose framing and acting speak IRC through the sans-IO
+``core.irc``. It joins the hub when the client has registered (NICK and USER, after any
+``CAP`` negotiation), in no room; each ``JOIN #ROOM`` enters room ROOM as well, so an IRC
+user may be in several rooms at once. What happens in a room reaches it as the hub's
+events in the IRC encoding (``chat.events``), encoded once per relay for all IRC members;
+the hub's own notices for it (``*** ...`` lines: shutdown, link down) become NOTICEs.
+
+``IrcServer`` is the listener; it also pings clients that went silent and drops those
+that do not answer (``Ping timeout``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gevent
+from gevent import socket as gsocket
+from gevent.server import StreamServer
+
+from geventchat import __version__
+from geventchat.chat import events
+from geventchat.chat.hub import HubError, Room
+from geventchat.core import irc, limits, protocol
+from geventchat.core.ratelimit import TokenBucket
+from geventchat.doors.connection import Connection, describe_peer
+
+log = logging.getLogger("geventchat")
+lifecycle = logging.getLogger("geventchat.lifecycle")
+
+SERVER = events.SERVER_NAME
+# Seconds of silence after which a client is pinged; as long again without an answer and
+# it is dropped ("Ping timeout"). IRC clients answer a PING at once and most send their
+# own every minute or two.
+PING_INTERVAL = 120.0
+
+CAPABILITIES = ("server-time", "message-tags")
+ISUPPORT = (
+    "CHANTYPES=#",
+    f"NICKLEN={limits.MAX_NICK}",
+    f"CHANNELLEN={limits.MAX_ROOM + 1}",
+    "CASEMAPPING=ascii",
+    "PREFIX=()",
+    "CHANMODES=,,,nt",
+    "NETWORK=geventchat",
+)
+USER_MODES = "i"
+CHANNEL_MODES = "nt"
+_USER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def _irc_user(given: str) -> str:
+    """The user name shown in ``nick!user@host``: what USER gave (safe characters, at most
+    10), with ``~`` before it (no ident check is made)."""
+    name = "".join(ch for ch in given if ch in _USER_CHARS)[:10]
+    return "~" + (name or "user")
+
+
+@dataclass(frozen=True, slots=True)
+class IrcCommand:
+    """One IRC command's shared checks: parameters needed, registration needed."""
+
+    name: str
+    min_params: int
+    registered: bool
+    handler: str  # the IrcDoorConnection method that carries it out
+
+
+COMMANDS = {
+    spec.name: spec
+    for spec in (
+        IrcCommand("CAP", 1, False, "_cap"),
+        IrcCommand("PASS", 1, False, "_pass"),
+        IrcCommand("NICK", 0, False, "_nick"),
+        IrcCommand("USER", 4, False, "_user"),
+        IrcCommand("PING", 0, False, "_ping"),
+        IrcCommand("PONG", 0, False, "_pong"),
+        IrcCommand("QUIT", 0, False, "_quit"),
+        IrcCommand("JOIN", 1, True, "_join"),
+        IrcCommand("PART", 1, True, "_part"),
+        IrcCommand("PRIVMSG", 0, True, "_privmsg"),
+        IrcCommand("NOTICE", 0, True, "_notice"),
+        IrcCommand("NAMES", 0, True, "_names"),
+        IrcCommand("TOPIC", 1, True, "_topic"),
+        IrcCommand("WHO", 0, True, "_who"),
+        IrcCommand("WHOIS", 1, True, "_whois"),
+        IrcCommand("LIST", 0, True, "_list"),
+        IrcCommand("MODE", 1, True, "_mode"),
+        IrcCommand("AWAY", 0, True, "_away"),
+        IrcCommand("MOTD", 0, True, "_motd"),
+        IrcCommand("USERHOST", 1, True, "_userhost"),
+        IrcCommand("ISON", 1, True, "_ison"),
+    )
+}
+
+
+def room_name(channel: str) -> str | None:
+    """The room of channel ``#R`` (R itself), or None if it is no channel of ours."""
+    if channel[:1] != "#":
+        return None
+    name = channel[1:]
+    return name if protocol.valid_room(name) else None
+
+
+class IrcDoorConnection(Connection):
+    """An IRC client: the same Connection, IRC framing and commands."""
+
+    __slots__ = (
+        "rooms",
+        "encoding",
+        "irc_user",
+        "realname",
+        "deliver_encoded",
+        "registered",
+        "_wanted_nick",
+        "_user_given",
+        "_negotiating",
+        "caps",
+        "away",
+        "ping_sent",
+    )
+
+    CHECKS_DOOR = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rooms: dict[str, Room] = {}  # folded room name -> Room (the hub keeps it)
+        self.encoding = "irc"  # "irc-time" once server-time is negotiated
+        self.irc_user = "~user"
+        self.realname = ""
+        # Encoded events (already IRC lines) go straight to the outbox; ``deliver`` is for
+        # the hub's line-protocol notices, which it turns into IRC NOTICEs.
+        self.deliver_encoded: Callable[[bytes], None] = super().deliver
+        self.registered = False
+        self._wanted_nick = ""
+        self._user_given = False
+        self._negotiating = False  # CAP LS/REQ seen, no CAP END yet: registration waits
+        self.caps: set[str] = set()
+        self.away = ""
+        self.ping_sent = 0.0  # when the server pinged a silent client (0: not waiting)
+
+    def __repr__(self) -> str:
+        return f"<IrcDoorConnection {self.peer} {self.nick!r}>"
+
+    # ----------------------------------------------------------------- output
+
+    def deliver(self, data: bytes) -> None:
+        """The hub's notices (line protocol) as NOTICEs from the server."""
+        nick = self.nick or "*"
+        out = []
+        for line in data.decode("utf-8", "replace").split("\n"):
+            if line:
+                text = line[4:] if line.startswith("*** ") else line
+                out.append(f":{SERVER} NOTICE {nick} :{text}\r\n")
+        if out:
+            self.deliver_encoded("".join(out).encode())
+
+    def send(self, *messages: irc.Message) -> None:
+        self.deliver_encoded(b"".join(message.encode() for message in messages))
+
+    def reply(self, numeric: str, *params: str) -> None:
+        self.deliver_encoded(irc.Message(numeric, (self.nick or "*", *params), SERVER).encode())
+
+    @property
+    def source(self) -> str:
+        return f"{self.nick}!{self.irc_user}@{events.HOST}"
+
+    # ------------------------------------------------------------------ input
+
+    def _register(self) -> None:
+        """Nothing yet: an IRC client joins the hub once it has registered."""
+
+    def _new_framer(self) -> _Framer:  # type: ignore[override]  # a framer of IRC messages
+        return _Framer(irc.IrcConnection())
+
+    def _act_all(self, received: list, bucket: TokenBucket | None) -> protocol.Quit | None:
+        """Carry out one chunk's messages in order; consecutive PRIVMSGs to one channel go
+        to the hub together (one relay for the lot, as on the line door)."""
+        self.ping_sent = 0.0
+        batch: list[str] = []
+        batch_room: Room | None = None
+        hub = self.hub
+        for message in received:
+            if bucket is not None:
+                wait = bucket.take(time.monotonic())
+                if wait:
+                    self._stats.throttle_waits += 1
+                    self.last_input = self.line_mark = time.monotonic() + wait
+                    gevent.sleep(wait)
+            elif message.__class__ is irc.Message and message.command == "PRIVMSG" and self.registered:
+                params = message.params
+                if len(params) >= 2 and params[0][:1] == "#":
+                    text = params[1]
+                    room = self.rooms.get(protocol.fold(params[0][1:]))
+                    if room is not None and text[:1] != "\x01":
+                        text = protocol.strip_controls(text)
+                        if text:
+                            if room is not batch_room:
+                                if batch:
+                                    hub.chat_lines(self, batch, batch_room)
+                                batch, batch_room = [], room
+                            batch.append(text)
+                        continue
+            if batch:
+                hub.chat_lines(self, batch, batch_room)
+                batch, batch_room = [], None
+            outcome = self._act_one(message)
+            if outcome is not None or self._closed:
+                return outcome
+        if batch:
+            hub.chat_lines(self, batch, batch_room)
+        return None
+
+    def _act_one(self, message: irc.Message | irc.InputTooLong | irc.ParseError) -> protocol.Quit | None:
+        if message.__class__ is irc.InputTooLong:
+            self._stats.lines_too_long += 1
+            self.reply(irc.ERR_INPUTTOOLONG, "Input line was too long")
+            return None
+        if not isinstance(message, irc.Message):
+            return None  # a line without a command: ignored, as servers do
+        spec = COMMANDS.get(message.command)
+        if spec is None:
+            if self.registered:
+                self.reply(irc.ERR_UNKNOWNCOMMAND, protocol.strip_controls(message.command)[:32], "Unknown command")
+            else:
+                self.reply(irc.ERR_NOTREGISTERED, "You have not registered")
+            return None
+        if spec.registered and not self.registered:
+            self.reply(irc.ERR_NOTREGISTERED, "You have not registered")
+            return None
+        if len(message.params) < spec.min_params:
+            self.reply(irc.ERR_NEEDMOREPARAMS, spec.name, "Not enough parameters")
+            return None
+        try:
+            return getattr(self, spec.handler)(message.params)
+        except HubError as refusal:
+            self.deliver(protocol.notice(str(refusal)))
+            return None
+
+    # ------------------------------------------------------------ registration
+
+    def _cap(self, params: tuple[str, ...]) -> None:
+        sub = params[0].upper()
+        nick = self.nick or "*"
+        if sub == "LS":
+            if not self.registered:
+                self._negotiating = True
+            self.send(irc.Message("CAP", (nick, "LS", " ".join(CAPABILITIES)), SERVER))
+        elif sub == "LIST":
+            self.send(irc.Message("CAP", (nick, "LIST", " ".join(sorted(self.caps))), SERVER))
+        elif sub == "REQ":
+            if not self.registered:
+                self._negotiating = True
+            wanted = params[1].split() if len(params) > 1 else []
+            if wanted and all(cap.lstrip("-") in CAPABILITIES for cap in wanted):
+                for cap in wanted:
+                    if cap.startswith("-"):
+                        self.caps.discard(cap[1:])
+                    else:
+                        self.caps.add(cap)
+                encoding = "irc-time" if "server-time" in self.caps else "irc"
+                if encoding != self.encoding:
+                    if self.registered:
+                        self.hub.set_encoding(self, encoding)
+                    else:
+                        self.encoding = encoding
+                self.send(irc.Message("CAP", (nick, "ACK", " ".join(wanted)), SERVER))
+            else:
+                self.send(irc.Message("CAP", (nick, "NAK", " ".join(wanted)), SERVER))
+        elif sub == "END":
+            self._negotiating = False
+            self._try_register()
+        else:
+            self.reply(irc.ERR_INVALIDCAPCMD, protocol.strip_controls(params[0])[:32], "Invalid CAP command")
+
+    def _pass(self, params: tuple[str, ...]) -> None:
+        """PASS is accepted and ignored (there is no server password); never logged."""
+        if self.registered:
+            self.reply(irc.ERR_ALREADYREGISTERED, "You may not reregister")
+
+    def _nick(self, params: tuple[str, ...]) -> None:
+        if not params or not params[0]:
+            self.reply(irc.ERR_NONICKNAMEGIVEN, "No nickname given")
+            return
+        new = params[0]
+        if not protocol.valid_nick(new):
+            self.reply(irc.ERR_ERRONEUSNICKNAME, protocol.strip_controls(new)[:32], "Erroneous nickname")
+            return
+        if not self.registered:
+            self._wanted_nick = new
+            self._try_register()
+            return
+        old_source = self.source
+        try:
+            self.hub.rename(self, new, confirm=False)
+        except HubError as refusal:
+            self.reply(irc.ERR_NICKNAMEINUSE, new, str(refusal))
+            return
+        if self.source != old_source:
+            self.send(irc.Message("NICK", (new,), old_source))
+
+    def _user(self, params: tuple[str, ...]) -> None:
+        if self.registered:
+            self.reply(irc.ERR_ALREADYREGISTERED, "You may not reregister")
+            return
+        self.irc_user = _irc_user(params[0])
+        self.realname = protocol.strip_controls(params[3])[:64]
+        self._user_given = True
+        self._try_register()
+
+    def _try_register(self) -> None:
+        if self.registered or self._negotiating or not self._wanted_nick or not self._user_given:
+            return
+        nick = self._wanted_nick
+        try:
+            self.hub.check_registered(self, nick)
+            self.hub.add_exact(self, nick)
+        except HubError as refusal:
+            self.reply(irc.ERR_NICKNAMEINUSE, nick, str(refusal))
+            return
+        self.registered = True
+        self._welcome()
+
+    def _welcome(self) -> None:
+        nick = self.nick
+        self.reply(irc.RPL_WELCOME, f"Welcome to the geventchat IRC door, {self.source}")
+        self.reply(irc.RPL_YOURHOST, f"Your host is {SERVER}, running version geventchat-{__version__}")
+        self.reply(irc.RPL_CREATED, "This server speaks IRC to the same chat as its line and web doors")
+        self.reply(irc.RPL_MYINFO, SERVER, f"geventchat-{__version__}", USER_MODES, CHANNEL_MODES)
+        self.reply(irc.RPL_ISUPPORT, *ISUPPORT, "are supported by this server")
+        self._motd(())
+        log.info("IRC client %s registered as %s", self.peer, nick)
+
+    def _motd(self, params: tuple[str, ...]) -> None:
+        self.reply(irc.ERR_NOMOTD, "MOTD File is missing")
+
+    def _ping(self, params: tuple[str, ...]) -> None:
+        if not params:
+            self.reply(irc.ERR_NOORIGIN, "No origin specified")
+            return
+        self.send(irc.Message("PONG", (SERVER, params[-1]), SERVER))
+
+    def _pong(self, params: tuple[str, ...]) -> None:
+        """Any input answers the server's PING (see ``_act_all``)."""
+
+    def _quit(self, params: tuple[str, ...]) -> protocol.Quit:
+        reason = protocol.strip_controls(params[0])[:200] if params else ""
+        shown = f"Quit: {reason}" if reason else "Client Quit"
+        self.send(irc.Message("ERROR", (f"Closing Link: {events.HOST} ({shown})",)))
+        return protocol.Quit(reason)
+
+    # ---------------------------------------------------------------- channels
+
+    def _join(self, params: tuple[str, ...]) -> None:
+        if params[0] == "0":
+            for room in list(self.rooms.values()):
+                self.hub.part(self, room)
+            return
+        for channel in params[0].split(","):
+            name = room_name(channel)
+            if name is None:
+                self.reply(irc.ERR_NOSUCHCHANNEL, protocol.strip_controls(channel)[:64], "No such channel")
+                continue
+            entered = self.hub.enter(self, name)
+            if entered is not None:
+                self._send_names(entered)
+
+    def _part(self, params: tuple[str, ...]) -> None:
+        reason = protocol.strip_controls(params[1])[:200] if len(params) > 1 else ""
+        for channel in params[0].split(","):
+            room = self._my_room(channel)
+            if room is not None:
+                self.hub.part(self, room, reason)
+
+    def _my_room(self, channel: str) -> Room | None:
+        """The room of a channel this user is in; else the error numeric, and None."""
+        name = room_name(channel)
+        shown = protocol.strip_controls(channel)[:64]
+        if name is None:
+            self.reply(irc.ERR_NOSUCHCHANNEL, shown, "No such channel")
+            return None
+        room = self.rooms.get(protocol.fold(name))
+        if room is None:
+            if protocol.fold(name) in self.hub.rooms or self._remote_room(name):
+                self.reply(irc.ERR_NOTONCHANNEL, shown, "You're not on that channel")
+            else:
+                self.reply(irc.ERR_NOSUCHCHANNEL, shown, "No such channel")
+        return room
+
+    def _remote_room(self, name: str) -> bool:
+        key = protocol.fold(name)
+        return any(protocol.fold(room) == key for room, _ in self.hub.room_counts())
+
+    def _send_names(self, room: Room) -> None:
+        channel = events.channel(room.name)
+        nicks = self.hub.nicks_in(room)
+        head = f":{SERVER} {irc.RPL_NAMREPLY} {self.nick} = {channel} :"
+        budget = irc.MAX_LINE - 2 - len(head.encode())
+        line: list[str] = []
+        size = 0
+        out = []
+        for nick in nicks:
+            if line and size + len(nick) + 1 > budget:
+                out.append(head + " ".join(line) + "\r\n")
+                line, size = [], 0
+            line.append(nick)
+            size += len(nick) + 1
+        if line:
+            out.append(head + " ".join(line) + "\r\n")
+        self.deliver_encoded("".join(out).encode())
+        self.reply(irc.RPL_ENDOFNAMES, channel, "End of /NAMES list")
+
+    def _names(self, params: tuple[str, ...]) -> None:
+        if not params:
+            for room in list(self.rooms.values()):
+                self._send_names(room)
+            return
+        for channel in params[0].split(","):
+            name = room_name(channel)
+            found = self.hub.rooms.get(protocol.fold(name)) if name is not None else None
+            if found is not None:
+                self._send_names(found)
+            else:
+                self.reply(irc.RPL_ENDOFNAMES, protocol.strip_controls(channel)[:64], "End of /NAMES list")
+
+    def _topic(self, params: tuple[str, ...]) -> None:
+        room = self._my_room(params[0])
+        if room is None:
+            return
+        if len(params) > 1:
+            self.reply(irc.ERR_CHANOPRIVSNEEDED, events.channel(room.name), "Topics cannot be set here")
+            return
+        self.reply(irc.RPL_NOTOPIC, events.channel(room.name), "No topic is set")
+
+    def _list(self, params: tuple[str, ...]) -> None:
+        self.reply(irc.RPL_LISTSTART, "Channel", "Users  Name")
+        for name, count in self.hub.room_counts():
+            self.reply(irc.RPL_LIST, events.channel(name), str(count), "")
+        self.reply(irc.RPL_LISTEND, "End of /LIST")
+
+    def _mode(self, params: tuple[str, ...]) -> None:
+        target = params[0]
+        if target[:1] == "#":
+            name = room_name(target)
+            shown = protocol.strip_controls(target)[:64]
+            if name is None or (protocol.fold(name) not in self.hub.rooms and not self._remote_room(name)):
+                self.reply(irc.ERR_NOSUCHCHANNEL, shown, "No such channel")
+            elif len(params) == 1:
+                self.reply(irc.RPL_CHANNELMODEIS, shown, "+" + CHANNEL_MODES)
+            elif params[1].lstrip("+") in ("b", "e", "I"):
+                self.reply(irc.RPL_ENDOFBANLIST, shown, "End of channel ban list")
+            else:
+                self.reply(irc.ERR_CHANOPRIVSNEEDED, shown, "Channel modes cannot be changed here")
+            return
+        if protocol.fold(target) != protocol.fold(self.nick):
+            self.reply(irc.ERR_USERSDONTMATCH, "Cannot change mode for other users")
+        elif len(params) == 1:
+            self.reply(irc.RPL_UMODEIS, "+")
+        # A user mode change (irssi sends MODE nick +i) is accepted quietly: no modes here.
+
+    # ---------------------------------------------------------------- messages
+
+    def _privmsg(self, params: tuple[str, ...]) -> None:
+        self._message(params, notice=False)
+
+    def _notice(self, params: tuple[str, ...]) -> None:
+        self._message(params, notice=True)
+
+    def _message(self, params: tuple[str, ...], notice: bool) -> None:
+        command = "NOTICE" if notice else "PRIVMSG"
+        if not params:
+            if not notice:
+                self.reply(irc.ERR_NORECIPIENT, f"No recipient given ({command})")
+            return
+        if len(params) < 2 or not params[1]:
+            if not notice:
+                self.reply(irc.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        raw = params[1]
+        action = irc.ctcp_action(raw)
+        if action is None and irc.is_ctcp(raw):
+            return  # other CTCP requests (VERSION, PING...) are not relayed
+        text = protocol.strip_controls(action if action is not None else raw)
+        if not text:
+            return
+        hub = self.hub
+        for target in params[0].split(","):
+            if target[:1] == "#":
+                room = self.rooms.get(protocol.fold(target[1:]))
+                if room is None:
+                    if not notice:
+                        name = room_name(target)
+                        exists = name is not None and (protocol.fold(name) in hub.rooms or self._remote_room(name))
+                        shown = protocol.strip_controls(target)[:64]
+                        if exists:
+                            self.reply(irc.ERR_CANNOTSENDTOCHAN, shown, "Cannot send to channel (no external messages)")
+                        else:
+                            self.reply(irc.ERR_NOSUCHCHANNEL, shown, "No such channel")
+                    continue
+                if action is not None:
+                    hub.action(self, text, room)
+                elif notice:
+                    hub.channel_notice(self, text, room)
+                else:
+                    hub.chat_lines(self, (text,), room)
+                continue
+            kind = events.PRIVATE_ACTION if action is not None else events.PRIVATE_NOTICE if notice else events.PRIVATE
+            try:
+                hub.private(self, target, text, kind, confirm=False)
+            except HubError:
+                if not notice:
+                    self.reply(irc.ERR_NOSUCHNICK, protocol.strip_controls(target)[:64], "No such nick/channel")
+                continue
+            other = hub.members.get(protocol.fold(target))
+            away = getattr(other, "away", "")
+            if away and not notice:
+                self.reply(irc.RPL_AWAY, other.nick, away)  # type: ignore[union-attr]
+
+    def _away(self, params: tuple[str, ...]) -> None:
+        text = protocol.strip_controls(params[0])[:200] if params else ""
+        self.away = text
+        if text:
+            self.reply(irc.RPL_NOWAWAY, "You have been marked as being away")
+        else:
+            self.reply(irc.RPL_UNAWAY, "You are no longer marked as being away")
+
+    # ------------------------------------------------------------------ people
+
+    def _user_of(self, member: object) -> str:
+        return getattr(member, "irc_user", "line")
+
+    def _who(self, params: tuple[str, ...]) -> None:
+        mask = params[0] if params else "*"
+        rows: list[tuple[str, str, str, str]] = []  # (channel, nick, user, realname)
+        if mask[:1] == "#":
+            name = room_name(mask)
+            found = self.hub.rooms.get(protocol.fold(name)) if name is not None else None
+            if found is not None:
+                local = {protocol.fold(m.nick): m for m in found.members}
+                for nick in self.hub.nicks_in(found):
+                    member = local.get(protocol.fold(nick))
+                    rows.append(
+                        (events.channel(found.name), nick, self._user_of(member), getattr(member, "realname", "") or nick)
+                    )
+        else:
+            member = self.hub.members.get(protocol.fold(mask))
+            if member is not None:
+                rooms = [r.name for r in getattr(member, "rooms", {}).values()] or (
+                    [member.room.name] if member.room is not None else []
+                )
+                chan = events.channel(rooms[0]) if rooms else "*"
+                rows.append((chan, member.nick, self._user_of(member), getattr(member, "realname", "") or member.nick))
+        for chan, nick, user, real in rows:
+            member = self.hub.members.get(protocol.fold(nick))
+            flag = "G" if getattr(member, "away", "") else "H"
+            self.reply(irc.RPL_WHOREPLY, chan, user, events.HOST, SERVER, nick, flag, f"0 {real}")
+        self.reply(irc.RPL_ENDOFWHO, protocol.strip_controls(mask)[:64], "End of /WHO list")
+
+    def _lookup(self, nick: str) -> str | None:
+        member = self.hub.members.get(protocol.fold(nick))
+        if member is not None:
+            return member.nick
+        find = getattr(self.hub, "find", None)
+        return find(nick) if find is not None else None
+
+    def _whois(self, params: tuple[str, ...]) -> None:
+        wanted = params[-1].split(",")[0]
+        shown = protocol.strip_controls(wanted)[:64]
+        nick = self._lookup(wanted)
+        if nick is None:
+            self.reply(irc.ERR_NOSUCHNICK, shown, "No such nick/channel")
+            self.reply(irc.RPL_ENDOFWHOIS, shown, "End of /WHOIS list")
+            return
+        member = self.hub.members.get(protocol.fold(nick))
+        real = getattr(member, "realname", "") or nick
+        self.reply(irc.RPL_WHOISUSER, nick, self._user_of(member), events.HOST, "*", real)
+        if member is not None:
+            rooms = [r.name for r in getattr(member, "rooms", {}).values()] or (
+                [member.room.name] if member.room is not None else []
+            )
+            if rooms:
+                self.reply(irc.RPL_WHOISCHANNELS, nick, " ".join(events.channel(r) for r in rooms))
+        self.reply(irc.RPL_WHOISSERVER, nick, SERVER, "geventchat")
+        away = getattr(member, "away", "")
+        if away:
+            self.reply(irc.RPL_AWAY, nick, away)
+        self.reply(irc.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+
+    def _userhost(self, params: tuple[str, ...]) -> None:
+        found = []
+        for wanted in params[:5]:
+            member = self.hub.members.get(protocol.fold(wanted))
+            if member is not None:
+                found.append(f"{member.nick}={'-' if getattr(member, 'away', '') else '+'}{self._user_of(member)}@{events.HOST}")
+        self.reply("302", " ".join(found))
+
+    def _ison(self, params: tuple[str, ...]) -> None:
+        wanted = " ".join(params).split()
+        self.reply("303", " ".join(nick for nick in (self._lookup(w) for w in wanted) if nick))
+
+    # ---------------------------------------------------------------- leaving
+
+    def ping_timeout(self) -> None:
+        """No answer to the server's PING: say so, then drop (the others see the reason)."""
+        self._drop_reason = "Ping timeout"
+        self.send(irc.Message("ERROR", (f"Closing Link: {events.HOST} (Ping timeout)",)))
+        # Loop callbacks run in order: the flush just scheduled goes first.
+        self._run_callback(self.drop, "Ping timeout")
+
+
+class _Framer:
+    """``core.irc.IrcConnection`` as the reader wants a framer: ``receive_data`` returns the
+    events the data completed; ``in_line`` for the line timeout."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: irc.IrcConnection) -> None:
+        self._conn = conn
+
+    def receive_data(self, data: bytes) -> list:
+        conn = self._conn
+        conn.receive_data(data)
+        return conn.events()
+
+    @property
+    def in_line(self) -> bool:
+        return self._conn.in_line
+
+
+# ---------------------------------------------------------------------------- listener
+
+
+class IrcServer:
+    """The ``--irc-port`` listener, serving for a ``ChatServer`` (its hub, settings, limits,
+    connection set and handler group: a stop ends IRC clients as it ends the others)."""
+
+    def __init__(self, chat, listener, ping_interval: float = PING_INTERVAL) -> None:
+        self.chat = chat
+        self.ping_interval = ping_interval
+        self._listener = StreamServer(listener, self._handle, spawn=chat.spawn_handler)
+        self._pinger: gevent.Greenlet | None = None
+        self.connections: set[IrcDoorConnection] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        address = self._listener.address
+        assert isinstance(address, tuple), "a TCP listener"
+        return address[0], address[1]
+
+    def start(self) -> None:
+        self._listener.start()
+        if self.ping_interval > 0:
+            self._pinger = gevent.spawn(self._ping_loop)
+        lifecycle.info("IRC listening on %s", describe_peer(self.address))
+
+    def close(self) -> None:
+        self._listener.close()
+        if self._pinger is not None:
+            self._pinger.kill(block=False)
+
+    def _ping_loop(self) -> None:
+        interval = self.ping_interval
+        while True:
+            gevent.sleep(min(max(interval / 4, 0.2), 15.0))
+            now = time.monotonic()
+            for connection in list(self.connections):
+                if connection.ping_sent:
+                    if now - connection.ping_sent > interval:
+                        connection.ping_sent = 0.0
+                        connection.ping_timeout()
+                elif now - connection.last_input > interval:
+                    connection.ping_sent = now
+                    connection.send(irc.Message("PING", (SERVER,)))
+
+    def _refuse(self, sock: socket.socket, address: tuple, reason: str) -> None:
+        chat = self.chat
+        chat.stats.connections_refused += 1
+        log.info("Refused connection from %s (%s)", describe_peer(address), reason)
+        if chat.tls_context is not None:
+            sock = chat._handshake(sock, address)
+            if sock is None:
+                return
+        with gevent.Timeout(1.0, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
+            try:
+                sock.sendall(irc.Message("ERROR", (f"Closing Link: {events.HOST} ({reason})",)).encode())
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        sock.close()
+
+    def _handle(self, sock: socket.socket, address: tuple) -> None:
+        chat = self.chat
+        if chat.stopping:
+            sock.close()
+            return
+        if len(chat.connections) >= chat.settings.max_clients:
+            self._refuse(sock, address, "server full")
+            return
+        if not chat.per_address.acquire(address[0]):
+            self._refuse(sock, address, "too many connections from your address")
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        except OSError:
+            pass
+        if chat.tls_context is not None:
+            try:
+                tls_sock = chat._handshake(sock, address)
+            except BaseException:
+                chat.per_address.release(address[0])
+                raise
+            if tls_sock is None:
+                chat.per_address.release(address[0])
+                return
+            sock = tls_sock
+        else:
+            # As on the chat port: the connection owns the descriptor (its reader may park).
+            sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        chat.stats.connections_accepted += 1
+        connection = IrcDoorConnection(sock, address, chat.hub, chat.settings, spawn=chat.spawn_handler, on_closed=self._forget)
+        chat.connections.add(connection)
+        self.connections.add(connection)
+        try:
+            connection.serve()
+        except Exception:  # a bug: log it with its traceback, keep serving everyone else
+            log.exception("Internal error while serving %s", connection.peer)
+            sock.close()
+            self._forget(connection)
+
+    def _forget(self, connection: Connection) -> None:
+        self.connections.discard(connection)
+        self.chat._forget(connection)
