@@ -373,3 +373,41 @@ def test_tab_completes_the_names_listed_by_who(server, tmux_session):
         term.wait_screen(lambda lines: term.input_line(lines).endswith(f"> hi {name}"), "the name from /who completed")
     finally:
         quiet.close()
+
+
+def test_a_replay_block_shows_dimmed_in_local_time_and_live_lines_as_before(tmux_session):
+    block = (
+        b"*** Welcome, 4242! You are in lobby. Type /help for commands.\n"
+        b"*** Recent messages in lobby (2):\n"
+        b"*** [2026-01-02 03:04:05] ann: from before\n"
+        b"*** [2026-01-02 03:05:06] * ann waved\n"
+        b"*** End of recent messages\n"
+    )
+
+    def script(srv: ScriptedServer, conn) -> None:
+        conn.sendall(block)
+        srv.release.wait(WAIT)
+        conn.sendall(b"bob: live now\n")
+        srv.release.wait(WAIT)
+
+    srv = ScriptedServer(script)
+    try:
+        # Kolkata is UTC+5:30 all year: 03:04 UTC is 08:34 there.
+        term = tmux_session("TZ=Asia/Kolkata " + client_command(srv.port))
+        lines = term.wait_text("End of recent messages")
+        assert any(line.endswith("2026-01-02 08:34 ann: from before") for line in lines), lines
+        assert any(line.endswith("2026-01-02 08:35 * ann waved") for line in lines), lines
+        assert not any("[2026-01-02 03:04:05]" in line for line in lines), lines  # shown in local time, not as sent
+        coloured = term.tmux("capture-pane", "-p", "-e", "-t", "chat").splitlines()
+        history = next(line for line in coloured if "from before" in line)
+        # grey (#808080 at 256 or true colours), nothing bold: no nick colour, no highlight
+        assert "\x1b[1m" not in history and ("38;5;244m" in history or "38;2;128;128;128m" in history), repr(history)
+        srv.release.set()
+        srv.release.clear()
+        lines = term.wait_text("bob: live now")
+        live = next(line for line in term.tmux("capture-pane", "-p", "-e", "-t", "chat").splitlines() if "live now" in line)
+        assert "\x1b[1m" in live or "1;" in live, repr(live)  # a live line: the nick bold in its colour, as before
+        assert any(re.fullmatch(r"\d\d:\d\d bob: live now", line) for line in lines), lines
+    finally:
+        srv.release.set()
+        srv.stop()

@@ -54,6 +54,7 @@ from geventchat.client.base import (
 )
 from geventchat.core import protocol
 from geventchat.core.accountrules import is_secret_line, secret_start
+from geventchat.core.history import BlockReader, HistoryLine
 
 STYLE = Style.from_dict(
     {
@@ -67,6 +68,10 @@ STYLE = Style.from_dict(
         "mention": "bold underline",
         "prompt": "bold",
         "command": "#888888",
+        # a replay block (recent messages from before this client came): dimmed, never
+        # highlighted, so that it does not read as new
+        "history": "#808080",
+        "history.time": "#606060",
     }
 )
 
@@ -117,6 +122,21 @@ def format_line(text: str, now: float | None = None, me: str = "") -> StyleAndTe
     else:
         parts += [("class:other", text)]
     return parts
+
+
+def history_line(text: str, kind: str | None, last: HistoryLine | None, now: float | None = None) -> StyleAndTextTuples:
+    """A line of a replay block (``kind`` from ``BlockReader.feed``), dimmed: its head and
+    end as they came, each kept line with the time it was relayed, in local time (with the
+    date when it was not today)."""
+    if kind != "entry" or last is None:
+        return [
+            ("class:history.time", time.strftime("%H:%M ", time.localtime(now))),
+            ("class:history", protocol.terminal_safe(text)),
+        ]
+    relayed = time.localtime(last.time)
+    today = time.localtime(now)
+    fmt = "%H:%M " if relayed[:3] == today[:3] else "%Y-%m-%d %H:%M "
+    return [("class:history.time", time.strftime(fmt, relayed)), ("class:history", protocol.terminal_safe(last.line))]
 
 
 def own_line(text: str, me: str, now: float | None = None) -> StyleAndTextTuples:
@@ -263,6 +283,7 @@ class TerminalClient:
         self.reader = reader
         self.writer = writer
         self.state = ChatState()
+        self.blocks = BlockReader()  # which received lines are a replay block (history)
         self.leaving = False
         self.closed = asyncio.Event()
         self.contact = contact  # the server's first bytes checked: is it a chat server?
@@ -294,6 +315,10 @@ class TerminalClient:
         """Print lines above the prompt (or plainly when no prompt is running)."""
         lines = []
         for text in texts:
+            kind = self.blocks.feed(text)
+            if kind is not None:  # a replay block: history, not news
+                lines.append(history_line(text, kind, self.blocks.last))
+                continue
             self.state.see(text)
             lines.append(format_line(text, me=self.state.me))
         if self.session.app.is_running:
