@@ -583,3 +583,21 @@ def test_the_jaraco_irc_client_chats_with_a_line_user(door, connect):
         alice.expect("*** jaraco quit (done)")
     finally:
         conn.close()
+
+
+def test_metrics_count_clients_by_door(door, connect):
+    from test_metrics import metrics_port, wait_metric
+
+    server, port = door("--metrics-port", "0")
+    connect(server.port, ChatClient)
+    bob, carol = connect(port), connect(port)
+    bob.register("bob")
+    carol.register("carol")
+    mport = metrics_port(server)
+    samples = wait_metric(mport, "geventchat_door_clients_connected{door=irc}", lambda v: v == 2)
+    assert samples["geventchat_door_clients_connected{door=line}"] == 1
+    assert samples["geventchat_door_clients_connected{door=web}"] == 0
+    assert samples["geventchat_clients_connected"] == 3
+    carol.send("QUIT")
+    carol.read_to_eof()
+    wait_metric(mport, "geventchat_door_clients_connected{door=irc}", lambda v: v == 1)

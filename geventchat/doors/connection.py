@@ -168,6 +168,8 @@ class Connection:
         self.partial_since = 0.0
         self._stats = hub.stats  # counters for the metrics page (metrics.Stats)
 
+    # The front door's name, as the metrics page labels it.
+    DOOR = "line"
     # Whether a silent plain-socket reader may park (see _park). A transport whose handler
     # greenlet owns the socket and the connection's place (web.py) keeps its reader.
     PARKS = True

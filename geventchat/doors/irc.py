@@ -127,6 +127,7 @@ class IrcDoorConnection(Connection):
     )
 
     CHECKS_DOOR = False
+    DOOR = "irc"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

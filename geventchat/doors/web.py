@@ -54,6 +54,7 @@ class WebSocketConnection(Connection):
     # handler returns) and holds the connection's place (connections, --max-per-ip) until
     # serve() returns, so a parked reader would end the connection after 2 s of silence.
     PARKS = False
+    DOOR = "web"
     # A browser that opened the WebSocket is at the right door, whatever it types first.
     CHECKS_DOOR = False
 

@@ -90,9 +90,17 @@ class ChatServer:
         listening socket. Raises OSError when the address cannot be used."""
         from geventchat.server.metrics import MetricsServer, StatsCollector  # prometheus-client only when asked
 
-        collector = StatsCollector(self.stats, self.hub, lambda: len(self.connections))
+        collector = StatsCollector(self.stats, self.hub, lambda: len(self.connections), self.connections_by_door)
         self._metrics = MetricsServer(listener, collector)
         self._metrics.start()
+
+    def connections_by_door(self) -> dict[str, int]:
+        """Clients connected now, by front door (for the metrics page)."""
+        counts = dict.fromkeys(("line", "web", "irc"), 0)
+        for connection in self.connections:
+            door = connection.DOOR
+            counts[door] = counts.get(door, 0) + 1
+        return counts
 
     @property
     def metrics_address(self) -> tuple[str, int]:

@@ -25,10 +25,13 @@ MAX_ROOM_SERIES = 100
 class StatsCollector:
     """A prometheus-client collector reading ``Stats`` and the hub at scrape time."""
 
-    def __init__(self, stats: Stats, hub, connected: Callable[[], int]) -> None:
+    def __init__(
+        self, stats: Stats, hub, connected: Callable[[], int], by_door: Callable[[], dict[str, int]] | None = None
+    ) -> None:
         self.stats = stats
         self.hub = hub
         self.connected = connected
+        self.by_door = by_door  # door name (line, web, irc) -> clients connected through it
 
     def describe(self) -> list:
         return []  # no describe-time collection: families are made fresh at each scrape
@@ -40,6 +43,13 @@ class StatsCollector:
         for attr, name, help_text in COUNTERS:
             yield CounterMetricFamily(name, help_text, value=getattr(stats, attr))
         yield GaugeMetricFamily("geventchat_clients_connected", "Clients connected to this server now.", value=self.connected())
+        if self.by_door is not None:
+            doors = GaugeMetricFamily(
+                "geventchat_door_clients_connected", "Clients connected now, by front door (line, web, irc).", labels=["door"]
+            )
+            for door, count in sorted(self.by_door().items()):
+                doors.add_metric([door], count)
+            yield doors
         rooms = self.hub.room_counts()
         yield GaugeMetricFamily("geventchat_rooms", "Rooms with at least one member.", value=len(rooms))
         members = GaugeMetricFamily(
