@@ -243,8 +243,8 @@ def test_compare_puts_geventchats_door_beside_ngircd_and_inspircd(tmp_path):
     assert [r["server"] for r in res["compare"]] == names
     for r in res["compare"]:
         assert r["delivered"] == r["expected"] == 6 * 20 * 5, r["server"]
-    if "geventchat" in names:
-        assert "geventchat's ratio to each" in proc.stdout
+    if "geventchat" in names:  # (a run this short may be too short for ratios, and says so)
+        assert "geventchat's ratio to each" in proc.stdout or "no ratios: too short to measure" in proc.stdout
 
 
 def test_servers_that_do_not_speak_the_protocol_are_refused():
