@@ -698,11 +698,12 @@ def _main(args) -> int:
 
     if args.compare:
         names = _compare_names(args)
-        results = []
         print(f"scenario: {sc.describe()}, {sc.procs} generator processes, window {sc.auto_window()}", flush=True)
-        for name in names:
-            runs = [run_on(name, scenario_from(args), args) for _ in range(max(1, args.repeat))]
-            results.append(_median(name, runs))
+        by_name: dict[str, list[dict]] = {name: [] for name in names}
+        for _ in range(max(1, args.repeat)):  # alternating, so that drifting load hits all alike
+            for name in names:
+                by_name[name].append(run_on(name, scenario_from(args), args))
+        results = [_median(name, by_name[name]) for name in names]
         print()
         print(table(results, idle=sc.idle))
         rt = ratios(results, idle=sc.idle)
