@@ -73,16 +73,28 @@ def test_terminal_history_keeps_no_password_lines(db_server, tmux_session):  # n
     term = tmux_session(client_command(db_server.port, "--nick", "hank"))
     prompt = "[lobby] hank>"
     term.wait_screen(lambda lines: term.input_line(lines) == prompt, "the prompt")
-    for line in ("first line", f"/register {PASSWORD}", f"/password {PASSWORD} other-pass-1", f"/LOGIN hank {PASSWORD}"):
+    sent = (
+        ("first line", "hank: first line"),
+        (f"/register {PASSWORD}", "/register ********"),
+        (f"/password {PASSWORD} other-pass-1", "/password ********"),
+        (f"/LOGIN hank {PASSWORD}", "/LOGIN hank ********"),
+    )
+    for line, shown in sent:
         term.keys(line)
+        # Typed into the prompt (never before it is there: keys typed between two prompts
+        # are echoed by the terminal itself), then sent and shown as sent.
+        term.wait_screen(lambda lines, line=line: term.input_line(lines).startswith(f"{prompt} {line.split()[0]}"), "typed")
         term.press("Enter")
-        term.wait_screen(lambda lines: term.input_line(lines) == prompt, "the line sent")
+        term.wait_screen(
+            lambda lines, shown=shown: term.input_line(lines) == prompt and any(l.endswith(shown) for l in lines), "the line sent"
+        )
     term.wait_text("*** Password changed")
     # Typed, a password shows as stars (the input line is masked as it is typed).
     term.keys(f"/login hank {PASSWORD}")
     term.wait_screen(lambda lines: term.input_line(lines) == f"{prompt} /login hank " + "*" * len(PASSWORD), "masked")
     term.press("C-u")
-    assert not any(PASSWORD in line or "other-pass-1" in line for line in term.screen()), term.screen()
+    screen = term.screen()
+    assert not any(PASSWORD in line or "other-pass-1" in line for line in screen), "\n".join(screen)
     term.press("Up")
     term.wait_screen(lambda lines: term.input_line(lines) == f"{prompt} first line", "the chat line, not a password line")
     term.press("Up")
