@@ -601,3 +601,42 @@ def test_metrics_count_clients_by_door(door, connect):
     carol.send("QUIT")
     carol.read_to_eof()
     wait_metric(mport, "geventchat_door_clients_connected{door=irc}", lambda v: v == 1)
+
+
+# ----------------------------------------------------------------------- history
+
+
+def test_join_replays_recent_lines_tagged_or_as_notices(door, connect):
+    server, port = door("--history-on-join", "3")
+    alice = connect(server.port, ChatClient)
+    alice.send("one", "two", "/me three", "four")
+    alice.sync()
+    tagged = connect(port)
+    tagged.send("CAP REQ :server-time", "CAP END")
+    tagged.register("tagged")
+    lines = tagged.joined("#lobby")
+    replay = tagged.sync()
+    assert lines[-1].endswith(" 366 tagged #lobby :End of /NAMES list")
+    stamp = r"@time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+    assert [re.sub(stamp, "", line) for line in replay] == [
+        f":{alice.nick}!line@geventchat PRIVMSG #lobby :two",
+        f":{alice.nick}!line@geventchat PRIVMSG #lobby :\x01ACTION three\x01",
+        f":{alice.nick}!line@geventchat PRIVMSG #lobby :four",
+    ]
+    assert all(re.match(stamp, line) for line in replay)
+    plain = connect(port)
+    plain.register("plain")
+    plain.joined("#lobby")
+    notices = plain.sync()
+    date = r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] "
+    assert [re.sub(date, "", line) for line in notices] == [
+        f":geventchat NOTICE #lobby :{alice.nick}: two",
+        f":geventchat NOTICE #lobby :* {alice.nick} three",
+        f":geventchat NOTICE #lobby :{alice.nick}: four",
+    ]
+    plain.send("PRIVMSG #lobby :from irc")
+    alice.until(lambda l: l == "plain: from irc")
+    late = connect(server.port, ChatClient, welcome=False)
+    late.line()
+    block = late.lines(5)
+    assert block[0] == "*** Recent messages in lobby (3):" and block[3].endswith("] plain: from irc")

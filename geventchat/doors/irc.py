@@ -28,6 +28,7 @@ from geventchat import __version__
 from geventchat.chat import events
 from geventchat.chat.hub import HubError, Room
 from geventchat.core import irc, limits, protocol
+from geventchat.core.history import Entry, stamp
 from geventchat.core.ratelimit import TokenBucket
 from geventchat.doors.connection import Connection, describe_peer
 
@@ -368,9 +369,38 @@ class IrcDoorConnection(Connection):
             if name is None:
                 self.reply(irc.ERR_NOSUCHCHANNEL, protocol.strip_controls(channel)[:64], "No such channel")
                 continue
+            if protocol.fold(name) in self.rooms:
+                continue
+            recent = self.hub.recent_lines(name, self.hub.history_on_join)  # may wait: read before entering
+            if self.hub.members.get(protocol.fold(self.nick)) is not self:
+                return  # gone while the store was read
             entered = self.hub.enter(self, name)
             if entered is not None:
                 self._send_names(entered)
+                if recent:
+                    self.replay(entered, recent)
+
+    def replay(self, room: Room, entries: list[Entry]) -> None:
+        """A room's recent lines (oldest first): PRIVMSGs from their senders tagged with the
+        time they were relayed when ``server-time`` is on, else NOTICEs from the server
+        that begin with that time (``[YYYY-MM-DD HH:MM:SS] NICK: text``, UTC)."""
+        channel = events.channel(room.name)
+        if "server-time" in self.caps:
+            out = [
+                events.Event(
+                    events.ACTION if e.action else events.CHAT, e.nick, "line", room.name, (e.text,), when=e.time
+                ).encoded("irc-time")
+                for e in entries
+            ]
+            self.deliver_encoded(b"".join(out))
+            return
+        head = f":{SERVER} NOTICE {channel} :"
+        lines = []
+        for e in entries:
+            text = f"[{stamp(e.time)}] * {e.nick} {e.text}" if e.action else f"[{stamp(e.time)}] {e.nick}: {e.text}"
+            for piece in irc.split_text(text, irc.MAX_LINE - 2 - len(head.encode())):
+                lines.append(f"{head}{piece}\r\n")
+        self.deliver_encoded("".join(lines).encode())
 
     def _part(self, params: tuple[str, ...]) -> None:
         reason = protocol.strip_controls(params[1])[:200] if len(params) > 1 else ""
