@@ -164,7 +164,7 @@ def test_two_pages_and_a_terminal_chat_in_one_room(start_server, clients, pages,
         assert page.dialogs == []
 
     alice.say("/msg carol yes, 12 works")
-    alice.sees("notice", "To carol: yes, 12 works")
+    alice.sees("private", "carol: yes, 12 works")  # shown as the private message it is
     carol.until(lambda l: l == "*alice* yes, 12 works")
 
     # History: arrow up brings back the last lines sent, in order.
@@ -316,8 +316,7 @@ def test_the_page_is_usable_on_a_phone(start_server, clients, pages):
     phone.page.click("#toggle-side")
     expect(phone.page.locator("#members li")).to_have_count(1, timeout=UI_WAIT)
     expect(phone.page.locator("#side")).to_be_in_viewport(ratio=1)
-    phone.page.locator("#members li").first.click()  # a member: /msg to them... itself: nothing
-    phone.page.click("#messages", position={"x": 370, "y": 200})  # beside the drawer
+    phone.page.click("#toggle-side")  # (the drawer closes from its button too)
     expect(phone.page.locator("#side")).not_to_be_in_viewport()
 
 
@@ -493,4 +492,107 @@ def test_the_longest_names_fit_the_phone_drawer(start_server, clients, pages):
         assert right_edge(name) <= right_edge(entry) + 0.5, (name, entry)
         assert right_edge(entry) <= right
     assert phone.page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert phone.errors == []
+
+
+# --------------------------------------------------------------- the first five minutes
+
+
+def test_help_is_in_columns_and_the_header_names_a_room_as_it_is(start_server, pages):
+    server = start_server("--web-port", "0")
+    page = pages(url_of(server))
+    page.say("/help")
+    rows = page.messages("columns")
+    expect(rows.filter(has_text="/nick NAME")).to_have_count(1)
+    expect(rows.filter(has_text="//text")).to_have_count(1)
+    # Each row's second column (the summary, after the padded usage) starts at one x.
+    starts = rows.evaluate_all(
+        r"""rows => rows.map(row => {
+            const node = row.querySelector('.text').firstChild;
+            const summary = /^ *\S+(?: \S+)* {2,}/.exec(node.textContent)[0].length;
+            const range = document.createRange();
+            range.setStart(node, summary);
+            range.setEnd(node, summary + 1);
+            return range.getBoundingClientRect().left;
+        })"""
+    )
+    assert len(starts) >= 9, starts
+    assert max(starts) - min(starts) < 1.0, starts
+    # Room "#dev" is shown as "#dev" (the header's label is a word, not another "#").
+    page.say("/join #dev")
+    room = page.page.locator("#room-name")
+    expect(room).to_have_text("#dev")
+    label = room.evaluate("el => getComputedStyle(el, '::before').content")
+    assert "#" not in label and "room" in label, label
+    assert page.errors == []
+
+
+def test_a_private_message_sent_looks_private_and_the_nickname_changes_by_a_click(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    carol = clients(server)
+    carol.send("/nick carol")
+    carol.expect("*** You are now known as carol")
+    page = pages(url_of(server))
+    page.say("/msg carol the password is in the safe")
+    carol.until(lambda l: l == f"*{page.nick}* the password is in the safe")
+    sent = page.messages("private").filter(has_text="the password is in the safe")
+    expect(sent).to_have_count(1)
+    expect(sent).to_have_class("msg private self outgoing")
+    expect(sent.locator(".tag")).to_have_text("private to")
+    expect(sent.locator(".nick")).to_have_text("carol")
+    expect(page.messages("notice").filter(has_text="To carol")).to_have_count(0)
+    # Your name in the header: a click puts "/nick NAME" in the box, NAME selected.
+    old = page.nick
+    page.page.click("#nick-name")
+    box = page.page.locator("#input")
+    expect(box).to_be_focused()
+    expect(box).to_have_value(f"/nick {old}")
+    assert box.evaluate("el => el.value.slice(el.selectionStart, el.selectionEnd)") == old
+    page.page.keyboard.type("zed")
+    page.page.keyboard.press("Enter")
+    expect(page.page.locator("#nick-name")).to_have_text("zed")
+    carol.until(lambda l: l == f"*** {old} is now known as zed")
+    # Yourself in the member list does the same.
+    page.page.locator("#members li.me .entry").click()
+    expect(box).to_have_value("/nick zed")
+    assert page.errors == []
+
+
+def test_lobby_stays_in_the_room_list_when_empty(start_server, clients, pages):
+    server = start_server("--web-port", "0")
+    dave = clients(server)
+    dave.send("/join #ops")
+    dave.until(lambda l: l == "*** You are now in #ops")
+    page = pages(url_of(server))
+    page.say("/join #dev")
+    expect(page.page.locator("#room-name")).to_have_text("#dev")
+    page.page.click("#refresh")  # the server lists #dev and #ops only: nobody is in lobby
+    expect(page.page.locator("#rooms li")).to_have_count(3)
+    lobby = page.page.locator("#rooms li").filter(has_text="lobby")
+    expect(lobby.locator(".count")).to_have_text("0")
+    lobby.locator(".entry").click()
+    expect(page.page.locator("#room-name")).to_have_text("lobby")
+    assert page.errors == []
+
+
+def test_the_phone_drawer_has_a_backdrop_that_closes_it(start_server, pages):
+    server = start_server("--web-port", "0")
+    phone = pages(url_of(server), viewport=(390, 740), is_mobile=True, has_touch=True)
+    side, backdrop = phone.page.locator("#side"), phone.page.locator("#backdrop")
+    expect(backdrop).to_be_hidden()
+    phone.page.tap("#toggle-side")
+    expect(side).to_be_in_viewport(ratio=1)
+    expect(backdrop).to_be_visible()
+    # It dims the page beside the drawer and takes the tap there (the input box included).
+    hit = phone.page.evaluate("document.elementFromPoint(370, 700).id")
+    assert hit == "backdrop", hit
+    phone.page.tap("#backdrop", position={"x": 370, "y": 400})
+    expect(side).not_to_be_in_viewport()
+    expect(backdrop).to_be_hidden()
+    expect(phone.page.locator("#toggle-side")).to_have_attribute("aria-expanded", "false")
+    # Escape closes it too.
+    phone.page.tap("#toggle-side")
+    expect(side).to_be_in_viewport(ratio=1)
+    phone.page.keyboard.press("Escape")
+    expect(side).not_to_be_in_viewport()
     assert phone.errors == []

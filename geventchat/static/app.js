@@ -182,6 +182,17 @@
 
   function notice(text, roomMatch) {
     let m;
+    if (text.startsWith("  ")) {
+      // A table row of a reply (/help's "  /nick NAME        change your nickname"): its
+      // columns are aligned with spaces, so it is shown in a fixed-width font.
+      addMessage("notice", null, text, "columns");
+      return;
+    }
+    if ((m = /^To (\S+): ([\s\S]*)$/.exec(text))) {
+      // The server's confirmation of our /msg: shown as the private message it is.
+      addMessage("private", m[1], m[2], "self outgoing");
+      return;
+    }
     if (roomMatch) {
       if (!state.roomBatch) state.roomBatch = { quiet: state.quietRooms > 0, rooms: new Map() };
       state.roomBatch.rooms.set(roomMatch[1], Number(roomMatch[2]));
@@ -205,6 +216,7 @@
       setNick(m[1]);
       setRoom(m[2]);
       state.rooms = new Map();
+      keepLobby();
       setMembers([]);
       // After a reconnect: take back the chosen nickname and room.
       if (state.wantNick && state.wantNick.toLowerCase() !== m[1].toLowerCase()) sendLine("/nick " + state.wantNick);
@@ -241,7 +253,15 @@
     state.roomBatch = null;
     if (batch.quiet) state.quietRooms = Math.max(0, state.quietRooms - 1);
     state.rooms = batch.rooms;
+    keepLobby();
     renderRooms();
+  }
+
+  // The first room is always there to go back to, even when nobody is in it (the server
+  // lists only rooms with members).
+  const LOBBY = "lobby";
+  function keepLobby() {
+    if (!Array.from(state.rooms.keys()).some((name) => sameName(name, LOBBY))) state.rooms.set(LOBBY, 0);
   }
 
   const sameName = (a, b) => a.toLowerCase() === b.toLowerCase();
@@ -357,7 +377,7 @@
     if (kind === "private") {
       const tag = document.createElement("span");
       tag.className = "tag";
-      tag.textContent = "private";
+      tag.textContent = extraClass && extraClass.includes("outgoing") ? "private to" : "private";
       li.appendChild(tag);
     }
     if (kind === "action") li.appendChild(document.createTextNode("* "));
@@ -373,7 +393,7 @@
     list.appendChild(li);
     while (list.childElementCount > MAX_MESSAGES) list.firstElementChild.remove();
     // Reading back: stay there, and say that there is more below.
-    if (atBottom || extraClass === "self") toBottom();
+    if (atBottom || (extraClass && extraClass.split(" ").includes("self"))) toBottom();
     else jump.hidden = false;
   }
 
@@ -414,10 +434,21 @@
       const li = document.createElement("li");
       const me = sameName(name, state.nick);
       if (me) li.classList.add("me");
-      entry(li, [nickSpan(name, false)], "Send a private message to " + name, me ? null : () => startPrivate(name));
+      if (me) entry(li, [nickSpan(name, false)], "Change your nickname", startRename);
+      else entry(li, [nickSpan(name, false)], "Send a private message to " + name, () => startPrivate(name));
       membersEl.appendChild(li);
     }
     $("member-count").textContent = names.length ? "(" + names.length + ")" : "";
+  }
+
+  // Your name (in the header, or yourself in the member list): the box gets "/nick NAME"
+  // with the name selected, so that typing the new one and Enter changes it.
+  function startRename() {
+    input.value = "/nick " + state.nick;
+    maskSecret();
+    input.focus();
+    input.setSelectionRange(6, input.value.length);
+    closeSide();
   }
 
   function startPrivate(nick) {
@@ -591,6 +622,7 @@
   });
 
   $("refresh").addEventListener("click", quietRefresh);
+  $("nick-name").addEventListener("click", () => state.nick && startRename());
 
   list.addEventListener("scroll", () => {
     if (!jump.hidden && nearBottom()) jump.hidden = true;
@@ -615,6 +647,14 @@
     toggle.setAttribute("aria-expanded", String(open));
   });
   list.addEventListener("click", closeSide);
+  // The open drawer (on a phone) dims the page behind it; a tap there, or Escape, closes it.
+  $("backdrop").addEventListener("click", closeSide);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && app.classList.contains("side-open")) {
+      closeSide();
+      toggle.focus();
+    }
+  });
 
   // Back online or back to the tab: try at once instead of waiting for the backoff.
   window.addEventListener("online", () => {
