@@ -226,3 +226,11 @@ def test_chat_that_looks_alike_is_relayed(server, clients):
     a.expect(f"*** {b.nick} joined lobby")
     b.send("NICK alice", "GET / HTTP/1.1")  # a lone NICK first: chat, and so is what follows
     a.expect(f"{b.nick}: NICK alice", f"{b.nick}: GET / HTTP/1.1")
+
+
+def test_error_names_the_irc_port_first_to_an_irc_client(start_server):
+    server = start_server("--web-port", "0", "--irc-port", "0")
+    irc_line = server.wait_for(lambda line: "IRC listening on " in line)
+    irc_port = int(irc_line.rsplit(":", 1)[1])
+    error = _assert_turned_away(_knock(server.port, IRC_OPENINGS["cap"]), "IRC")
+    assert f"IRC clients connect to port {irc_port}; the web page is at http://127.0.0.1:" in error, error
