@@ -328,3 +328,23 @@ def test_console_reader_going_away_costs_nothing(clients):
             proc.kill()
             proc.wait(timeout=5)
         proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("module", "prog"),
+    [("geventchat.server", "geventchat-server"), ("geventchat.client", "geventchat"), ("bench", "python -m bench")],
+)
+def test_a_bad_flag_is_two_lines_on_every_command(module, prog):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--no-such-flag"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"usage: {prog} [options]  (--help lists them)",
+        f"{prog}: error: unrecognized arguments: --no-such-flag",
+    ], result.stderr
