@@ -596,3 +596,49 @@ def test_the_phone_drawer_has_a_backdrop_that_closes_it(start_server, pages):
     phone.page.keyboard.press("Escape")
     expect(side).not_to_be_in_viewport()
     assert phone.errors == []
+
+
+def test_a_replay_block_is_history_dimmed_in_local_time_and_not_news(start_server, clients, pages):
+    server = start_server("--web-port", "0", "--history-on-join", "20", "--no-presence")
+    carol, dave = clients(server), clients(server)
+    carol.send(*[f"old line {i} for you" for i in range(30)], "/me waved earlier")
+    dave.until(lambda line: line == f"* {carol.nick} waved earlier")
+    dave.send("/history 1")
+    dave.expect("*** Recent messages in lobby (1):")
+    stamp = dave.line()[5:24]  # the UTC time the server relayed it: YYYY-MM-DD HH:MM:SS
+    dave.expect("*** End of recent messages")
+    utc = time.strptime(stamp, "%Y-%m-%d %H:%M:%S")
+    minutes = (utc.tm_hour * 60 + utc.tm_min + 5 * 60 + 30) % (24 * 60)  # Asia/Kolkata is UTC+5:30
+    shown = f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+    page = pages(url_of(server), viewport=(900, 400), timezone_id="Asia/Kolkata")
+    history = page.messages("history")
+    expect(history.filter(has_text=f"{carol.nick} waved earlier")).to_have_count(1)
+    expect(page.messages("history.chat")).to_have_count(19)
+    expect(history.first).to_contain_text("Recent messages in lobby (20):")
+    expect(history.last).to_contain_text("End of recent messages")
+    waved = history.filter(has_text="waved earlier")
+    assert waved.locator("time").text_content() == shown  # local time, from the UTC stamp
+    assert float(waved.evaluate("el => getComputedStyle(el).opacity")) < 1  # dimmed
+    expect(page.messages("chat").filter(has_text="old line 29 for you")).to_have_class("msg chat history")
+
+    page.say("/join elsewhere")
+    page.sees("notice", "You are now in elsewhere")
+    page.say("/join lobby")
+    expect(page.messages("history").filter(has_text="Recent messages in lobby (20):")).to_have_count(2)
+    expect(page.messages("history").filter(has_text="End of recent messages")).to_have_count(2)
+    # Reading back while a block comes (the reply to /history): it is not news.
+    page.page.locator("#messages").evaluate("el => { el.scrollTop = el.scrollHeight; }")
+    jump = page.page.locator("#jump")
+    expect(jump).to_be_hidden()
+    page.page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")
+    page.say("/history 3")
+    expect(page.messages("history").filter(has_text="Recent messages in lobby (3):")).to_have_count(1)
+    expect(page.messages("history").filter(has_text="End of recent messages")).to_have_count(3)
+    expect(jump).to_be_hidden()
+    assert page.page.locator("#messages").evaluate("el => el.scrollTop") == 0  # not pulled down either
+    carol.send(f"live news for {page.nick}")  # a live line is news again (and a mention)
+    page.sees("chat", "live news for")
+    expect(jump).to_be_visible()
+    expect(page.messages("chat").filter(has_text="live news for")).to_have_class("msg chat mention")
+    assert page.errors == []

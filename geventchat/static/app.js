@@ -18,6 +18,10 @@
   const ROOM_RE = /^([A-Za-z0-9_\-#.]{1,32}) \((\d+)\)$/;
   const WHO_RE = /^Members of (\S+) \((\d+)\): ?(.*)$/;
   const WELCOME_RE = /^Welcome, (\S+)! You are in (\S+)\./;
+  // A replay block (recent messages from before): its head, its lines (UTC time), its end.
+  const HISTORY_START_RE = /^\*\*\* Recent messages in (\S+) \((\d+)\):$/;
+  const HISTORY_LINE_RE = /^\*\*\* \[(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d)\] ([\s\S]*)$/;
+  const HISTORY_END = "*** End of recent messages";
   const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]]/g;
 
   const $ = (id) => document.getElementById(id);
@@ -46,6 +50,7 @@
     history: [],
     historyPos: -1,
     draft: "",
+    replay: null, // inside a replay block: { remaining: lines still to come }
     quietRooms: 0, // /rooms sent by the page itself: hide their replies
     quietWho: 0,
     roomBatch: null, // room lines being collected (/rooms, /stats)
@@ -158,6 +163,7 @@
     // Room lines come in a block with nothing between them; the first other line ends it.
     const roomMatch = line.startsWith("*** ") ? ROOM_RE.exec(line.slice(4)) : null;
     if (!roomMatch && state.roomBatch) endRoomBatch();
+    if (replayed(line)) return;
 
     if (line.startsWith("*** Error: ")) {
       addMessage("error", null, line.slice(4));
@@ -178,6 +184,36 @@
       if (m) addMessage("chat", m[1], m[2]);
       else addMessage("other", null, line);
     }
+  }
+
+  // The lines of a replay block are history: dimmed, with the time they were relayed (in
+  // local time), never counted as new. A server without blocks sends none of these lines;
+  // a block cut short ends at the first line that is not one of its own.
+  function replayed(line) {
+    if (state.replay) {
+      if (line === HISTORY_END) {
+        state.replay = null;
+        addMessage("notice", null, line.slice(4), "history");
+        return true;
+      }
+      const m = state.replay.remaining > 0 ? HISTORY_LINE_RE.exec(line) : null;
+      const when = m ? new Date(m[1] + "T" + m[2] + "Z") : null;
+      if (when && !isNaN(when.getTime())) {
+        state.replay.remaining -= 1;
+        const action = /^\* (\S+) ([\s\S]*)$/.exec(m[3]);
+        const chat = action ? null : /^([^\s:*][^\s:]*): ([\s\S]*)$/.exec(m[3]);
+        if (action) addMessage("action", action[1], action[2], "history", when);
+        else if (chat) addMessage("chat", chat[1], chat[2], "history", when);
+        else addMessage("other", null, m[3], "history", when);
+        return true;
+      }
+      state.replay = null;
+    }
+    const start = HISTORY_START_RE.exec(line);
+    if (!start) return false;
+    state.replay = { remaining: Number(start[2]) };
+    addMessage("notice", null, line.slice(4), "history");
+    return true;
   }
 
   function notice(text, roomMatch) {
@@ -364,15 +400,27 @@
     jump.hidden = true;
   }
 
-  function addMessage(kind, nick, text, extraClass) {
+  function clock(when) {
+    return String(when.getHours()).padStart(2, "0") + ":" + String(when.getMinutes()).padStart(2, "0");
+  }
+
+  // ``when``: the time a replayed line was relayed (default: now, as it arrives).
+  function addMessage(kind, nick, text, extraClass, when) {
     const atBottom = nearBottom();
+    const history = extraClass === "history";
     const li = document.createElement("li");
     li.className = "msg " + kind + (extraClass ? " " + extraClass : "");
     const time = document.createElement("time");
     time.className = "time";
     const now = new Date();
-    time.dateTime = now.toISOString();
-    time.textContent = String(now.getHours()).padStart(2, "0") + ":" + String(now.getMinutes()).padStart(2, "0");
+    const at = when || now;
+    time.dateTime = at.toISOString();
+    time.textContent = clock(at);
+    if (when && at.toDateString() !== now.toDateString()) {
+      const day = [at.getFullYear(), at.getMonth() + 1, at.getDate()].map((n) => String(n).padStart(2, "0")).join("-");
+      time.textContent = day + " " + time.textContent;
+    }
+    if (when) time.title = at.toLocaleString();
     li.appendChild(time);
     if (kind === "private") {
       const tag = document.createElement("span");
@@ -389,12 +437,13 @@
     body.className = "text";
     appendText(body, text);
     li.appendChild(body);
-    if ((kind === "chat" || kind === "action") && nick && !sameName(nick, state.nick) && mentions(text)) li.classList.add("mention");
+    if (!history && (kind === "chat" || kind === "action") && nick && !sameName(nick, state.nick) && mentions(text))
+      li.classList.add("mention");
     list.appendChild(li);
     while (list.childElementCount > MAX_MESSAGES) list.firstElementChild.remove();
-    // Reading back: stay there, and say that there is more below.
+    // Reading back: stay there, and say that there is more below (history is not news).
     if (atBottom || (extraClass && extraClass.split(" ").includes("self"))) toBottom();
-    else jump.hidden = false;
+    else if (!history) jump.hidden = false;
   }
 
   function addLocal(text) {
