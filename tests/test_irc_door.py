@@ -640,3 +640,58 @@ def test_join_replays_recent_lines_tagged_or_as_notices(door, connect):
     late.line()
     block = late.lines(5)
     assert block[0] == "*** Recent messages in lobby (3):" and block[3].endswith("] plain: from irc")
+
+
+# ---------------------------------------------------------------------- accounts
+
+
+def register_account(server, nick: str, password: str) -> None:
+    owner = ChatClient(server.port)
+    try:
+        owner.send(f"/nick {nick}", f"/register {password}")
+        owner.until(lambda l: l == f"*** {nick} is now registered and you are logged in", timeout=20)
+    finally:
+        owner.close()
+
+
+def test_sasl_plain_and_pass_log_in_and_registered_names_are_protected(door, connect, tmp_path):
+    import base64
+
+    server, port = door("--db", str(tmp_path / "chat.db"))
+    register_account(server, "Dana", "correct-horse")
+    register_account(server, "Erin", "battery-staple")
+    # SASL PLAIN
+    dana = connect(port)
+    dana.send("CAP LS 302")
+    assert dana.line() == ":geventchat CAP * LS :server-time message-tags sasl=PLAIN"
+    dana.send("CAP REQ :sasl", "NICK dana", "USER d 0 * :Dana", "AUTHENTICATE PLAIN")
+    assert dana.line() == ":geventchat CAP * ACK sasl"
+    assert dana.line() == "AUTHENTICATE +"
+    dana.send("AUTHENTICATE " + base64.b64encode(b"\0Dana\0correct-horse").decode())
+    assert dana.line(timeout=20) == ":geventchat 900 * * Dana :You are now logged in as Dana"
+    assert dana.line() == ":geventchat 903 * :SASL authentication successful"
+    dana.send("CAP END")
+    assert dana.until(lambda l: " 900 " in l)[1] == ":geventchat 900 dana dana!~d@geventchat dana :You are now logged in as dana"
+    # a wrong SASL password
+    wrong = connect(port)
+    wrong.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+    wrong.until(lambda l: l == "AUTHENTICATE +")
+    wrong.send("AUTHENTICATE " + base64.b64encode(b"Erin\0Erin\0nope-nope-nope").decode())
+    assert wrong.line(timeout=20) == ":geventchat 904 * :SASL authentication failed: wrong nickname or password"
+    # PASS for the NICK's account
+    erin = connect(port)
+    erin.send("PASS battery-staple")
+    lines = erin.register("Erin")
+    assert lines[0].startswith(":geventchat 001 Erin ")
+    assert erin.until(lambda l: " 900 " in l)[1].endswith(":You are now logged in as Erin")
+    # a wrong PASS: the registered name is refused
+    thief = connect(port)
+    thief.send("PASS guess-guess", "NICK erin", "USER t 0 * :t")
+    assert thief.line(timeout=20).startswith(":geventchat 464 * :Password incorrect")
+    assert thief.line() == ":geventchat 433 * erin :nickname erin is registered; use /login erin PASSWORD"
+    # and a rename to it, on this door too
+    thief.send("NICK thief")
+    thief.until(lambda l: " 422 thief " in l)
+    thief.nick = "thief"
+    thief.send("NICK Dana")
+    assert thief.line().startswith(":geventchat 433 thief Dana :nickname Dana is registered")

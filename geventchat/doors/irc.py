@@ -14,6 +14,7 @@ that do not answer (``Ping timeout``).
 
 from __future__ import annotations
 
+import base64
 import logging
 import socket
 import time
@@ -78,6 +79,7 @@ COMMANDS = {
     for spec in (
         IrcCommand("CAP", 1, False, "_cap"),
         IrcCommand("PASS", 1, False, "_pass"),
+        IrcCommand("AUTHENTICATE", 1, False, "_authenticate"),
         IrcCommand("NICK", 0, False, "_nick"),
         IrcCommand("USER", 4, False, "_user"),
         IrcCommand("PING", 0, False, "_ping"),
@@ -125,6 +127,8 @@ class IrcDoorConnection(Connection):
         "caps",
         "away",
         "ping_sent",
+        "_password",
+        "_sasl",
     )
 
     CHECKS_DOOR = False
@@ -146,6 +150,8 @@ class IrcDoorConnection(Connection):
         self.caps: set[str] = set()
         self.away = ""
         self.ping_sent = 0.0  # when the server pinged a silent client (0: not waiting)
+        self._password = ""  # from PASS, for logging in to the account of the NICK (never logged)
+        self._sasl: str | None = None  # base64 of an AUTHENTICATE PLAIN under way, else None
 
     def __repr__(self) -> str:
         return f"<IrcDoorConnection {self.peer} {self.nick!r}>"
@@ -253,14 +259,18 @@ class IrcDoorConnection(Connection):
         if sub == "LS":
             if not self.registered:
                 self._negotiating = True
-            self.send(irc.Message("CAP", (nick, "LS", " ".join(CAPABILITIES)), SERVER))
+            offered = (
+                [*CAPABILITIES, "sasl=PLAIN" if len(params) > 1 else "sasl"] if self.hub.accounts is not None else CAPABILITIES
+            )
+            self.send(irc.Message("CAP", (nick, "LS", " ".join(offered)), SERVER))
         elif sub == "LIST":
             self.send(irc.Message("CAP", (nick, "LIST", " ".join(sorted(self.caps))), SERVER))
         elif sub == "REQ":
             if not self.registered:
                 self._negotiating = True
             wanted = params[1].split() if len(params) > 1 else []
-            if wanted and all(cap.lstrip("-") in CAPABILITIES for cap in wanted):
+            known = (*CAPABILITIES, "sasl") if self.hub.accounts is not None else CAPABILITIES
+            if wanted and all(cap.lstrip("-") in known for cap in wanted):
                 for cap in wanted:
                     if cap.startswith("-"):
                         self.caps.discard(cap[1:])
@@ -282,9 +292,60 @@ class IrcDoorConnection(Connection):
             self.reply(irc.ERR_INVALIDCAPCMD, protocol.strip_controls(params[0])[:32], "Invalid CAP command")
 
     def _pass(self, params: tuple[str, ...]) -> None:
-        """PASS is accepted and ignored (there is no server password); never logged."""
+        """There is no server password: PASS is the password of the NICK's account, if it
+        has one (else ignored). Never logged."""
         if self.registered:
             self.reply(irc.ERR_ALREADYREGISTERED, "You may not reregister")
+            return
+        self._password = params[0][:256]
+
+    def _authenticate(self, params: tuple[str, ...]) -> None:
+        """SASL PLAIN (IRCv3 sasl 3.1): ``AUTHENTICATE PLAIN``, ``+``, then the base64 of
+        ``authzid NUL authcid NUL password`` in 400-byte pieces."""
+        accounts = self.hub.accounts
+        arg = params[0]
+        if accounts is None or "sasl" not in self.caps:
+            self.reply(irc.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        if self.account is not None:
+            self.reply(irc.ERR_SASLALREADY, "You have already authenticated using SASL")
+            return
+        if arg == "*":
+            if self._sasl is not None:
+                self._sasl = None
+                self.reply(irc.ERR_SASLABORTED, "SASL authentication aborted")
+            return
+        if self._sasl is None:
+            if arg.upper() != "PLAIN":
+                self.reply(irc.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+                self.reply(irc.ERR_SASLFAIL, "SASL authentication failed")
+                return
+            self._sasl = ""
+            self.send(irc.Message("AUTHENTICATE", ("+",)))
+            return
+        if arg != "+":
+            self._sasl += arg
+        if len(self._sasl) > 1000:
+            self._sasl = None
+            self.reply(irc.ERR_SASLTOOLONG, "SASL message too long")
+            return
+        if len(arg) == 400:
+            return  # more pieces follow
+        data, self._sasl = self._sasl, None
+        try:
+            authzid, authcid, password = base64.b64decode(data, validate=True).decode().split("\0")
+        except (ValueError, UnicodeDecodeError):
+            self.reply(irc.ERR_SASLFAIL, "SASL authentication failed")
+            return
+        name = authcid or authzid
+        try:
+            key = accounts.verify(name, password, self.address[0])
+        except HubError as refusal:
+            self.reply(irc.ERR_SASLFAIL, f"SASL authentication failed: {refusal}")
+            return
+        self.account = key
+        self.reply(irc.RPL_LOGGEDIN, self.source if self.nick else "*", name, f"You are now logged in as {name}")
+        self.reply(irc.RPL_SASLSUCCESS, "SASL authentication successful")
 
     def _nick(self, params: tuple[str, ...]) -> None:
         if not params or not params[0]:
@@ -320,7 +381,20 @@ class IrcDoorConnection(Connection):
         if self.registered or self._negotiating or not self._wanted_nick or not self._user_given:
             return
         nick = self._wanted_nick
+        key = protocol.fold(nick)
+        accounts = self.hub.accounts
+        password, self._password = self._password, ""
+        if accounts is not None and password and self.account is None:
+            try:
+                if accounts.is_registered(nick):
+                    self.account = accounts.verify(nick, password, self.address[0])
+            except HubError as refusal:
+                self.reply(irc.ERR_PASSWDMISMATCH, f"Password incorrect: {refusal}")
         try:
+            if self.account == key:
+                holder = self.hub.members.get(key)
+                if holder is not None and holder is not self:
+                    self.hub.evict(holder, nick)  # logged in to it: the holder gives it up
             self.hub.check_registered(self, nick)
             self.hub.add_exact(self, nick)
         except HubError as refusal:
@@ -328,6 +402,8 @@ class IrcDoorConnection(Connection):
             return
         self.registered = True
         self._welcome()
+        if self.account is not None:
+            self.reply(irc.RPL_LOGGEDIN, self.source, self.nick, f"You are now logged in as {self.nick}")
 
     def _welcome(self) -> None:
         nick = self.nick
