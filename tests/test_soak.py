@@ -718,11 +718,12 @@ def test_soak(start_server, tmp_path, request, transport):
     tls_flags, tls_context = tls_setup(tmp_path) if transport == "tls" else ([], None)
     redis = request.getfixturevalue("redis_server") if transport == "cluster" else None
     cluster_flags = ["--workers", "2", "--redis-url", redis.url] if redis else []
-    # Accounts need a store: Redis in the cluster run, an SQLite file in the TLS run (there
-    # with --history 0: with the history in that file too, the server's memory stays some
-    # 45 MiB up after the faults, the history's matter). The plain run keeps its history in
-    # memory and has no store: its account faults get the "need a store" error.
-    store_flags = ["--db", str(tmp_path / "soak.db"), "--history", "0"] if transport == "tls" else []
+    # Accounts need a store: Redis in the cluster run, an SQLite file in the TLS run, which
+    # keeps the history there too (contract §10), enough of it that every line of the run
+    # stays in the file, to be checked line by line at the end. The plain run keeps its
+    # history in memory and has no store: its account faults get the "need a store" error.
+    db = tmp_path / "soak.db"
+    store_flags = ["--db", str(db), "--history", "1000000"] if transport == "tls" else []
     has_store = transport != "plain"
     seconds = {"plain": SOAK_SECONDS, "tls": TLS_SOAK_SECONDS, "cluster": CLUSTER_SOAK_SECONDS}[transport]
     faults = {**FAULTS, **TLS_FAULTS} if tls_context else FAULTS
@@ -863,3 +864,23 @@ def test_soak(start_server, tmp_path, request, transport):
     bad = [i for i, l in enumerate(console) if "Traceback" in l or "Internal error" in l]
     assert not bad, f"{len(bad)} traceback lines, the first: " + "\n".join(console[bad[0] : bad[0] + 30])
     assert server.proc.poll() is None
+    if transport == "tls":
+        # A clean stop, then the database holds every line every well-behaved client sent,
+        # in its order (what the faults said is there too, and not checked).
+        assert server.stop() == 0
+        kept = db_lines_by_sender(db)
+        wrong = {s: len(kept.get(s, [])) for s in soak.sent if kept.get(s, []) != [payload(s, i) for i in range(soak.sent[s])]}
+        assert not wrong, f"{len(wrong)} senders' lines differ in the database (kept count): {dict(list(wrong.items())[:5])}"
+
+
+def db_lines_by_sender(path) -> dict[str, list[str]]:
+    """The history in an SQLite file, per nick, in order (a row is a run of lines)."""
+    import sqlite3
+
+    lines: dict[str, list[str]] = {}
+    with sqlite3.connect(path) as conn:
+        for nick, count, text in conn.execute("SELECT nick, lines, text FROM history ORDER BY id"):
+            run = text.split("\n")
+            assert len(run) == count
+            lines.setdefault(nick, []).extend(run)
+    return lines
