@@ -124,7 +124,7 @@ def test_cap_negotiation(door, connect):
     _, port = door()
     bob = connect(port)
     bob.send("CAP LS 302", "NICK bob", "USER u 0 * :Bob")
-    assert bob.line() == ":geventchat CAP * LS :server-time message-tags"
+    assert bob.line() == ":geventchat CAP * LS :server-time message-tags batch draft/chathistory"
     bob.expect_nothing()  # registration waits for CAP END
     bob.send("CAP REQ :server-time no-such-cap", "CAP FROB", "CAP REQ :server-time message-tags", "CAP LIST")
     assert bob.line() == ":geventchat CAP * NAK :server-time no-such-cap"
@@ -663,7 +663,7 @@ def test_sasl_plain_and_pass_log_in_and_registered_names_are_protected(door, con
     # SASL PLAIN
     dana = connect(port)
     dana.send("CAP LS 302")
-    assert dana.line() == ":geventchat CAP * LS :server-time message-tags sasl=PLAIN"
+    assert dana.line() == ":geventchat CAP * LS :server-time message-tags batch draft/chathistory sasl=PLAIN"
     dana.send("CAP REQ :sasl", "NICK dana", "USER d 0 * :Dana", "AUTHENTICATE PLAIN")
     assert dana.line() == ":geventchat CAP * ACK sasl"
     assert dana.line() == "AUTHENTICATE +"
@@ -695,3 +695,30 @@ def test_sasl_plain_and_pass_log_in_and_registered_names_are_protected(door, con
     thief.nick = "thief"
     thief.send("NICK Dana")
     assert thief.line().startswith(":geventchat 433 thief Dana :nickname Dana is registered")
+
+
+def test_chathistory_latest_and_before(door, connect):
+    server, port = door("--history-on-join", "0")
+    alice = connect(server.port, ChatClient)
+    for i in range(10):
+        alice.send(f"line {i}")
+        time.sleep(0.005)  # not a synchronisation: each line gets a timestamp of its own (ms)
+    alice.sync()
+    bob = connect(port)
+    bob.send("CAP REQ :draft/chathistory batch server-time", "CAP END")
+    bob.register("bob")
+    bob.joined("#lobby")
+    bob.send("CHATHISTORY LATEST #lobby * 3")
+    got = bob.sync()
+    assert re.fullmatch(r":geventchat BATCH \+(\S+) chathistory #lobby", got[0]) and got[-1].startswith(":geventchat BATCH -")
+    ref = got[0].split()[2][1:]
+    stamp = rf"@batch={ref};time=(\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z) "
+    assert [re.sub(stamp, "", line) for line in got[1:-1]] == [
+        f":{alice.nick}!line@geventchat PRIVMSG #lobby :line {i}" for i in (7, 8, 9)
+    ]
+    oldest = re.match(stamp, got[1]).group(1)
+    bob.send(f"CHATHISTORY BEFORE #lobby timestamp={oldest} 2")
+    before = bob.sync()
+    assert [line.rsplit(" :", 1)[1] for line in before[1:-1]] == ["line 5", "line 6"]
+    bob.send("CHATHISTORY AROUND #lobby * 3", "CHATHISTORY LATEST bob * 3")
+    assert [line.split()[1:3] for line in bob.sync()] == [["FAIL", "CHATHISTORY"], ["FAIL", "CHATHISTORY"]]

@@ -15,6 +15,8 @@ that do not answer (``Ping timeout``).
 from __future__ import annotations
 
 import base64
+import datetime
+import itertools
 import logging
 import socket
 import time
@@ -29,7 +31,7 @@ from geventchat import __version__
 from geventchat.chat import events
 from geventchat.chat.hub import HubError, Room
 from geventchat.core import irc, limits, protocol
-from geventchat.core.history import Entry, stamp
+from geventchat.core.history import MAX_REQUEST, Entry, stamp
 from geventchat.core.ratelimit import TokenBucket
 from geventchat.doors.connection import Connection, describe_peer
 
@@ -42,7 +44,9 @@ SERVER = events.SERVER_NAME
 # own every minute or two.
 PING_INTERVAL = 120.0
 
-CAPABILITIES = ("server-time", "message-tags")
+CAPABILITIES = ("server-time", "message-tags", "batch", "draft/chathistory")
+# Most lines one CHATHISTORY request returns (ISUPPORT CHATHISTORY=).
+CHATHISTORY_MAX = 100
 ISUPPORT = (
     "CHANTYPES=#",
     f"NICKLEN={limits.MAX_NICK}",
@@ -51,6 +55,7 @@ ISUPPORT = (
     "PREFIX=()",
     "CHANMODES=,,,nt",
     "NETWORK=geventchat",
+    f"CHATHISTORY={CHATHISTORY_MAX}",
 )
 USER_MODES = "i"
 CHANNEL_MODES = "nt"
@@ -99,6 +104,7 @@ COMMANDS = {
         IrcCommand("MOTD", 0, True, "_motd"),
         IrcCommand("USERHOST", 1, True, "_userhost"),
         IrcCommand("ISON", 1, True, "_ison"),
+        IrcCommand("CHATHISTORY", 3, True, "_chathistory"),
     )
 }
 
@@ -478,6 +484,52 @@ class IrcDoorConnection(Connection):
                 lines.append(f"{head}{piece}\r\n")
         self.deliver_encoded("".join(lines).encode())
 
+    def _chathistory(self, params: tuple[str, ...]) -> None:
+        """``CHATHISTORY LATEST #chan * N`` and ``CHATHISTORY BEFORE #chan timestamp=T N``
+        (IRCv3 draft/chathistory): the room's kept lines, time-tagged, in a batch when
+        ``batch`` is negotiated."""
+        sub, target = params[0].upper(), params[1]
+        if sub not in ("LATEST", "BEFORE") or len(params) < 4 or not params[3].isdigit():
+            self.send(
+                irc.Message("FAIL", ("CHATHISTORY", "INVALID_PARAMS", sub, "Only LATEST * N and BEFORE timestamp=T N"), SERVER)
+            )
+            return
+        name = room_name(target)
+        if name is None:
+            self.send(
+                irc.Message("FAIL", ("CHATHISTORY", "INVALID_TARGET", sub, target[:64], "Only channels keep history"), SERVER)
+            )
+            return
+        count = min(int(params[3]), CHATHISTORY_MAX)
+        before = None
+        if sub == "BEFORE" or params[2] != "*":
+            before = _timestamp(params[2])
+            if before is None:
+                self.send(irc.Message("FAIL", ("CHATHISTORY", "INVALID_PARAMS", sub, "Bad timestamp"), SERVER))
+                return
+        if self.hub.history is None:
+            self.send(irc.Message("FAIL", ("CHATHISTORY", "MESSAGE_ERROR", sub, target[:64], "History is turned off"), SERVER))
+            return
+        entries = self.hub.recent_lines(name, MAX_REQUEST if before is not None else count)
+        if before is not None:
+            entries = [e for e in entries if e.time < before][-count:]
+        channel = events.channel(name)
+        batch = "batch" in self.caps
+        out = []
+        tag = ""
+        if batch:
+            tag = f"h{next(_BATCH_IDS)}"
+            out.append(f":{SERVER} BATCH +{tag} chathistory {channel}\r\n".encode())
+        for e in entries:
+            event = events.Event(events.ACTION if e.action else events.CHAT, e.nick, "line", name, (e.text,), when=e.time)
+            lines = event.encoded("irc-time")
+            if batch:
+                lines = lines.replace(b"@time=", f"@batch={tag};time=".encode())
+            out.append(lines)
+        if batch:
+            out.append(f":{SERVER} BATCH -{tag}\r\n".encode())
+        self.deliver_encoded(b"".join(out))
+
     def _part(self, params: tuple[str, ...]) -> None:
         reason = protocol.strip_controls(params[1])[:200] if len(params) > 1 else ""
         for channel in params[0].split(","):
@@ -719,6 +771,21 @@ class IrcDoorConnection(Connection):
         self.send(irc.Message("ERROR", (f"Closing Link: {events.HOST} (Ping timeout)",)))
         # Loop callbacks run in order: the flush just scheduled goes first.
         self._run_callback(self.drop, "Ping timeout")
+
+
+_BATCH_IDS = itertools.count(1)  # batch references: unique within the process is enough
+
+
+def _timestamp(selector: str) -> float | None:
+    """``timestamp=YYYY-MM-DDThh:mm:ss.sssZ`` as UTC seconds, else None."""
+    if not selector.startswith("timestamp="):
+        return None
+    text = selector[len("timestamp=") :].rstrip("Z")
+    try:
+        moment = datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    return moment.timestamp()
 
 
 class _Framer:
