@@ -722,3 +722,46 @@ def test_chathistory_latest_and_before(door, connect):
     assert [line.rsplit(" :", 1)[1] for line in before[1:-1]] == ["line 5", "line 6"]
     bob.send("CHATHISTORY AROUND #lobby * 3", "CHATHISTORY LATEST bob * 3")
     assert [line.split()[1:3] for line in bob.sync()] == [["FAIL", "CHATHISTORY"], ["FAIL", "CHATHISTORY"]]
+
+
+# ----------------------------------------------------------------------- a cluster
+
+
+def test_irc_users_across_a_redis_cluster(start_server, connect):
+    from redis_fixture import RedisServer, shutil
+
+    redis = RedisServer(shutil.which("redis-server"))
+    redis.start()
+    try:
+        first = start_server("--redis-url", redis.url, "--irc-port", "0")
+        second = start_server("--redis-url", redis.url, "--irc-port", "0")
+        alice = connect(second.port, ChatClient)  # a line user on the second process
+        bob, carol = connect(irc_port(first)), connect(irc_port(second))
+        bob.register("bob")
+        carol.register("carol")
+        for channel in ("#lobby", "#x"):
+            bob.joined(channel)
+            carol.joined(channel)
+        alice.until(lambda l: l == "*** bob joined lobby")  # from the other process
+        bob.until(lambda l: l == ":carol!~user@geventchat JOIN #x")
+        bob.send("NAMES #lobby")
+        (names,) = [line for line in bob.sync() if " 353 " in line]
+        assert set(names.split(":", 2)[2].split()) == {alice.nick, "bob", "carol"}
+        alice.send("across", "/me waves")
+        assert bob.lines(2) == [
+            f":{alice.nick}!line@geventchat PRIVMSG #lobby :across",
+            f":{alice.nick}!line@geventchat PRIVMSG #lobby :\x01ACTION waves\x01",
+        ]
+        bob.send("PRIVMSG #lobby :back", f"PRIVMSG {alice.nick} :private", "PRIVMSG carol :to carol")
+        alice.expect("bob: back", "*bob* private")
+        assert carol.until(lambda l: "to carol" in l)[1] == ":bob!~user@geventchat PRIVMSG carol :to carol"
+        bob.send("NICK robert")
+        assert carol.until(lambda l: " NICK " in l)[1] == ":bob!~user@geventchat NICK robert"
+        alice.until(lambda l: l == "*** bob is now known as robert")
+        bob.send("QUIT :bye")
+        bob.read_to_eof()
+        assert carol.until(lambda l: " QUIT " in l)[1] == ":robert!~user@geventchat QUIT :Quit: bye"
+        carol.expect_nothing()  # told once, though robert and carol shared two rooms
+        alice.until(lambda l: l == "*** robert quit (bye)")
+    finally:
+        redis.stop()
