@@ -401,3 +401,34 @@ def test_a_full_disk_keeps_relaying_logs_once_counts_and_catches_up(start_server
     wait_metric(port, "geventchat_history_lines_stored_total{store=sqlite}", lambda v: v == 2001, timeout=30)
     assert server.stop() == 0
     assert db_lines(path) == [f"{alice.nick}: {line}" for line in lines] + [f"{bob.nick}: still relaying"]
+
+
+def test_redis_gone_joins_are_not_held_up_and_the_history_catches_up(start_server, clients, redis_server):  # noqa: F811
+    first = start_server("--redis-url", redis_server.url, "--redis-expiry", "3", "--no-presence", *ON_JOIN)
+    second = start_server("--redis-url", redis_server.url, "--redis-expiry", "3", "--no-presence", *ON_JOIN)
+    alice, bob = clients(first), clients(first)
+    talk(alice, bob, "before")
+    redis_server.stop()
+    for client in (alice, bob):
+        client.until(lambda line: line.startswith("*** Link to the other servers is down"), timeout=10)
+    talk(alice, bob, *[f"during {i}" for i in range(20)])  # the room goes on in its process
+    started = time.monotonic()
+    carol = clients(first)  # welcomed at once, without a block, rather than after a wait on Redis
+    assert [line[:40] for line in carol.sync()] == ["*** Link to the other servers is down: u"]
+    assert time.monotonic() - started < 4, "a join waited on the lost Redis"
+    carol.send("/history")
+    carol.expect("*** Error: history is not available right now (its store does not answer); try again later")
+    redis_server.start()  # empty: a Redis without persistence forgot "before"
+    # What was relayed meanwhile is written once Redis answers again, and every process reads it.
+    deadline = time.monotonic() + 20
+    while True:
+        dave = clients(second)
+        got = dave.sync()
+        dave.close()
+        if "*** Recent messages in lobby (20):" in got or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    block = got[got.index("*** Recent messages in lobby (20):") + 1 :][:20]
+    assert [LINE_RE.match(line).group(2) for line in block] == [f"{alice.nick}: during {i}" for i in range(20)]
+    assert first.stop() == 0 and second.stop() == 0
+    assert first.stderr_lines() == [] and second.stderr_lines() == []

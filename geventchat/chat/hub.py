@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from geventchat.chat import events
 from geventchat.chat.stats import Stats
 from geventchat.core import limits, protocol
-from geventchat.core.history import DEFAULT_REQUEST, HISTORY_OFF, Entry, HistoryStore, block
+from geventchat.core.history import DEFAULT_REQUEST, HISTORY_OFF, Entry, HistoryStore, HistoryUnavailable, block
 
 if TYPE_CHECKING:
     from geventchat.chat.accounts import Accounts
@@ -326,10 +326,14 @@ class Hub:
     # --------------------------------------------------------------------- history
 
     def recent_lines(self, room_name: str, count: int) -> list[Entry]:
-        """The last ``count`` kept lines of a room (oldest first); may wait on the store."""
+        """The last ``count`` kept lines of a room (oldest first); may wait on the store.
+        A store that cannot be read now gives none (a join is never held up by it)."""
         if self.history is None or count < 1:
             return []
-        return self.history.recent(protocol.fold(room_name), count)
+        try:
+            return self.history.recent(protocol.fold(room_name), count)
+        except HistoryUnavailable:
+            return []
 
     def show_history(self, member: Member, count: int) -> None:
         """``/history [N]``: the room's last ``count`` lines as a block, or why there are none."""
@@ -337,7 +341,10 @@ class Hub:
             raise HubError(HISTORY_OFF)
         room = member.room
         assert room is not None, "every registered member is in a room"
-        recent = self.recent_lines(room.name, count)
+        try:
+            recent = self.history.recent(room.key, count)
+        except HistoryUnavailable as exc:
+            raise HubError(str(exc)) from None
         if member.room is not room:
             return  # left (or moved on) while the store was read: nothing of that room now
         member.deliver(block(room.name, recent) or protocol.notice(f"No messages in {room.name} yet"))

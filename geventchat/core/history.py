@@ -35,10 +35,18 @@ class Entry(NamedTuple):
     action: bool = False
 
 
+class HistoryUnavailable(Exception):
+    """A store that cannot be read now (Redis gone); the text is the member's error line."""
+
+
+UNAVAILABLE = "history is not available right now (its store does not answer); try again later"
+
+
 class HistoryStore(Protocol):
     """Where the hub keeps room lines. ``record`` is on the relay's hot path: it only
     queues (never waits on a disk or a network); ``recent`` may wait (a first read of a
-    room from disk, a Redis round trip); ``close`` writes what is pending, then stops."""
+    room from disk, a Redis round trip) and raises HistoryUnavailable when the store cannot
+    be read now; ``close`` writes what is pending, then stops."""
 
     name: str  # "memory", "sqlite" or "redis": the store label of the metrics
 

@@ -80,6 +80,11 @@ def history_families(store) -> Iterator:
         ("lines_stored", "geventchat_history_lines_stored", "History lines written for good (memory: kept)."),
         ("write_batches", "geventchat_history_write_batches", "History write batches (one transaction each)."),
         ("failed_writes", "geventchat_history_failed_writes", "History lines whose write failed (kept and retried)."),
+        (
+            "failed_reads",
+            "geventchat_history_failed_reads",
+            "History reads that failed (a join got no block, /history an error).",
+        ),
     ):
         family = CounterMetricFamily(name, help_text, labels=["store"])
         family.add_metric(label, getattr(counters, attr))

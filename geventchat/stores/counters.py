@@ -26,6 +26,7 @@ class StoreCounters:
         self.batch_seconds = 0.0  # sum of the batches' write times
         self.batch_buckets = [0] * len(LATENCY_BUCKETS)  # per bucket (not cumulative)
         self.failed_writes = 0  # lines whose write failed (retried later)
+        self.failed_reads = 0
         self.pending = 0  # lines waiting to be written now
         self._last_failure_log = -FAILURE_LOG_INTERVAL
 
@@ -38,16 +39,21 @@ class StoreCounters:
                 self.batch_buckets[i] += 1
                 break
 
-    def write_failed(self, lines: int, store: str, reason: object) -> None:
-        """Count a failed batch; one console line per FAILURE_LOG_INTERVAL at most."""
-        self.failed_writes += lines
+    def read_failed(self, store: str, reason: object) -> None:
+        """A read (for a join's block or /history) failed: they get no block; logged like writes."""
+        self.failed_reads += 1
+        self._log(f"History store ({store}): cannot read ({reason}); members get no recent lines meanwhile")
+
+    def _log(self, text: str) -> None:
         now = time.monotonic()
         if now - self._last_failure_log >= FAILURE_LOG_INTERVAL:
             self._last_failure_log = now
-            log.warning(
-                "History store (%s): cannot write %d lines (%s); relaying goes on, writes are retried (%d failed so far)",
-                store,
-                lines,
-                reason,
-                self.failed_writes,
-            )
+            log.warning("%s", text)
+
+    def write_failed(self, lines: int, store: str, reason: object) -> None:
+        """Count a failed batch; one console line per FAILURE_LOG_INTERVAL at most."""
+        self.failed_writes += lines
+        self._log(
+            f"History store ({store}): cannot write {lines} lines ({reason}); relaying goes on, "
+            f"writes are retried ({self.failed_writes} failed so far)"
+        )

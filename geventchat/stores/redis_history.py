@@ -23,15 +23,16 @@ import gevent
 import gevent.event
 import gevent.lock
 
-from geventchat.core.history import Entry
+from geventchat.core.history import UNAVAILABLE, Entry, HistoryUnavailable
 from geventchat.stores.counters import StoreCounters
 from geventchat.stores.runs import ACTION, COUNT, NICK, ROOM, TEXT, TIME, Run, make_run
 from geventchat.stores.sqlitedb import StoreError
 
 log = logging.getLogger("geventchat")
 
-# Seconds for one Redis call before it counts as failed.
-CALL_TIMEOUT = 5.0
+# Seconds for one Redis call before it counts as failed: a join waits at most about this
+# long for its block when Redis stops answering (and not at all once that is known).
+CALL_TIMEOUT = 2.0
 # Seconds between writes at most (the writer also wakes at once when lines come).
 FLUSH_INTERVAL = 0.5
 RETRY_INTERVAL = 2.0
@@ -69,6 +70,7 @@ class RedisHistory:
         self._wake = gevent.event.Event()
         self._sending = gevent.lock.Semaphore()  # one batch at a time: each sender's order holds
         self._closing = False
+        self._failed_at = float("-inf")  # monotonic time of the last failed call; none since a success
         self._writer = gevent.spawn(self._run)
 
     @property
@@ -89,12 +91,14 @@ class RedisHistory:
         count = min(count, self.keep)
         if count < 1:
             return []
-        self._send()  # ours first, so that the read has them
+        if time.monotonic() - self._failed_at < RETRY_INTERVAL or not self._send():  # ours first: the read has them
+            raise HistoryUnavailable(UNAVAILABLE)  # Redis failed a moment ago: no waiting on it
         try:
             rows: Any = self.redis.xrevrange(self.key(room_key), count=count)
         except self._errors as exc:
-            self._counters.write_failed(0, self.name, f"read failed: {exc}")
-            return []
+            self._failed_at = time.monotonic()
+            self._counters.read_failed(self.name, exc)
+            raise HistoryUnavailable(UNAVAILABLE) from None
         entries = []
         for _, fields in reversed(rows):  # each entry is a run of one or more lines
             try:
@@ -143,12 +147,14 @@ class RedisHistory:
                         pipe.xadd(self.key(run[ROOM]), fields, maxlen=self.keep, approximate=True)
                     pipe.execute()
                 except self._errors as exc:
+                    self._failed_at = time.monotonic()
                     pending.extendleft(reversed(batch))
                     while len(pending) > PENDING_MAX:
                         pending.popleft()
                     self._counters.pending = sum(run[COUNT] for run in pending)
                     self._counters.write_failed(lines, self.name, exc)
                     return False
+                self._failed_at = float("-inf")
                 self._counters.pending = sum(run[COUNT] for run in pending) if pending else 0
                 self._counters.batch_written(lines, time.perf_counter() - started)
             return True
