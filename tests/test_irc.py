@@ -3,8 +3,10 @@ byte, CTCP ACTION, and the splitting of long lines."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from parser_tests import data as vectors
 
@@ -181,3 +183,27 @@ def test_a_3000_byte_line_becomes_privmsgs_of_at_most_512_bytes():
     assert len(b"".join(lines)) > 2000 and len(lines) >= 5
     assert all(len(line) <= 512 for line in lines)
     assert "".join(irc.parse(line[:-2].decode()).params[1] for line in lines) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("AB:# @;=x\t")), max_size=30))
+def test_the_short_way_parses_as_the_long_way(line):
+    """parse() takes lines without tags or source and with single spaces apart in one
+    split; a leading space sends the same line the long way: both give the same Message."""
+    if line[:1] == " ":
+        return
+    try:
+        short = irc.parse(line)
+    except irc.ParseError:
+        with pytest.raises(irc.ParseError):
+            irc.parse(" " + line)
+        return
+    assert irc.parse(" " + line) == short
+    assert (short.command, short.params, short.source, short.tags) == (
+        short.command.upper(),
+        tuple(short.params),
+        short.source,
+        dict(short.tags),
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        short.command = "X"  # type: ignore[misc]

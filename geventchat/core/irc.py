@@ -157,8 +157,36 @@ def parse_tags(text: str) -> dict[str, str]:
     return tags
 
 
+# parse() builds its Messages without the frozen dataclass's __init__ (four
+# object.__setattr__ calls through the frozen check): the slots' own setters, half the cost.
+_new_object = object.__new__
+_set_command, _set_params, _set_source, _set_tags = (
+    vars(Message)[slot].__set__ for slot in ("command", "params", "source", "tags")
+)
+
+
+def _message(command: str, params: tuple[str, ...], source: str | None, tags: dict[str, str]) -> Message:
+    message = _new_object(Message)
+    _set_command(message, command)
+    _set_params(message, params)
+    _set_source(message, source)
+    _set_tags(message, tags)
+    return message
+
+
 def parse(line: str) -> Message:
     """One line (without its line ending) as a Message; spaces between atoms may repeat."""
+    first = line[:1]
+    if first and first not in "@: ":
+        # What clients send nearly always (PRIVMSG #room :text, PING x): no tags, no
+        # source, single spaces; taken apart with one split. Anything else: the long way.
+        idx = line.find(" :")
+        head = line if idx < 0 else line[:idx]
+        if "  " not in head and head[-1] != " ":
+            atoms = head.split(" ")
+            if idx >= 0:
+                atoms.append(line[idx + 2 :])
+            return _message(atoms[0].upper(), tuple(atoms[1:]), None, {})
     tags: dict[str, str] = {}
     source = None
     rest = line.lstrip(" ")
@@ -182,7 +210,7 @@ def parse(line: str) -> Message:
         raise ParseError("no command")
     if trailing is not None:
         atoms.append(trailing)
-    return Message(atoms[0].upper(), tuple(atoms[1:]), source, tags)
+    return _message(atoms[0].upper(), tuple(atoms[1:]), source, tags)
 
 
 def split_source(source: str) -> tuple[str, str, str]:
