@@ -11,7 +11,7 @@ import sys
 
 from bench.ircservers import login_lines
 from bench.runner import BenchError, Scenario, run
-from bench.servers import PROTOCOL_SERVERS, RedisProcess, ServerProcess, available, find_listener_pid
+from bench.servers import PROTOCOL_SERVERS, RedisProcess, ServerProcess, available, find_listener_pid, is_geventchat
 from bench.worker import PROTOCOLS
 
 COMPARE_ORDER = ("geventchat", "threaded", "asyncio", "ncat")
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--servers",
         default=None,
         help="servers for --compare, comma-separated (default geventchat,threaded,asyncio,ncat; "
-        "with --protocol irc geventchat,ngircd,inspircd)",
+        "with --protocol irc geventchat,ngircd,inspircd); geventchat@DIR runs geventchat from the "
+        "source tree DIR (e.g. a worktree of an older commit)",
     )
     target.add_argument(
         "--server-args",
@@ -759,7 +760,7 @@ def _compare_names(args) -> list[str]:
     names = [n.strip() for n in (args.servers or ",".join(default)).split(",") if n.strip()]
     out = []
     for n in names:
-        if n not in PROTOCOL_SERVERS[args.protocol]:
+        if n not in PROTOCOL_SERVERS[args.protocol] and not is_geventchat(n):
             raise BenchError(f"--servers: {n} does not speak --protocol {args.protocol}")
         if not available(n):
             print(f"note: {n} is not available here, skipped", file=sys.stderr)

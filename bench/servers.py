@@ -26,8 +26,25 @@ PROTOCOL_SERVERS = {"line": SERVER_NAMES, "irc": ("geventchat",) + ircservers.IR
 # listening on a port chosen here, found ready by connecting to it
 _PORT_CHOSEN_HERE = ("ncat",) + ircservers.IRC_REFERENCES
 
+# "geventchat@DIR": geventchat as the source tree DIR has it (a worktree of another
+# commit, say), to measure one commit against another side by side in one run.
+OTHER_TREE = "geventchat@"
+
+
+def source_tree(name: str) -> str | None:
+    """The source tree a ``geventchat@DIR`` server runs from (None: this repository's)."""
+    return os.path.abspath(os.path.expanduser(name[len(OTHER_TREE) :])) if name.startswith(OTHER_TREE) else None
+
+
+def is_geventchat(name: str) -> bool:
+    """geventchat, from this repository or from another source tree."""
+    return name == "geventchat" or name.startswith(OTHER_TREE)
+
 
 def available(name: str) -> bool:
+    tree = source_tree(name)
+    if tree is not None:
+        return os.path.isfile(os.path.join(tree, "geventchat", "server", "__main__.py"))
     if name in ircservers.IRC_REFERENCES:
         return ircservers.available(name)
     if name == "ncat":
@@ -44,7 +61,7 @@ def available(name: str) -> bool:
 
 def _command(name: str, host: str, port: int, clients: int, workers: int = 0, redis_url: str = "") -> list[str]:
     py = [sys.executable, "-m"]
-    if name == "geventchat":
+    if is_geventchat(name):
         # --max-clients leaves room above the benchmark's clients
         cmd = py + [
             "geventchat.server",
@@ -116,18 +133,21 @@ class ServerProcess:
             cmd = self.irc_config.command()
         else:
             cmd = _command(self.name, self.host, port, self.clients, self.workers, self.redis_url)
-        if self.name == "geventchat":
+        if is_geventchat(self.name):
             cmd += list(self.extra_args)
             if self.protocol == "irc":
                 cmd += ["--irc-port", "0"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        tree = source_tree(self.name)
+        if tree is not None:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (tree, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            cwd=tree or os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         )
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout

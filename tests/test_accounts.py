@@ -10,7 +10,7 @@ from geventchat.chat import commands
 from geventchat.chat.accounts import Accounts, PasswordHasher
 from geventchat.chat.hub import Hub
 from geventchat.core import protocol
-from geventchat.doors.connection import _is_loopback
+from geventchat.doors.session import _is_loopback
 from geventchat.stores.accounts import SqliteAccountStore
 
 PASSWORD = "correct-horse-9"

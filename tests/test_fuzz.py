@@ -63,7 +63,7 @@ def check_hub(hub: Hub, members: list[FakeMember]) -> None:
 
 
 def act(hub: Hub, member: FakeMember, event: protocol.FramerEvent, max_line: int) -> bool:
-    """What Connection._act does with one framer event; False once the member quits."""
+    """What codec.LineCodec.act does with one framer event; False once the member quits."""
     if isinstance(event, protocol.LineTooLong):
         assert event.size > max_line
         member.deliver(protocol.line_too_long(max_line))

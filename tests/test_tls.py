@@ -272,15 +272,15 @@ def test_handshake_times_out_and_never_raises(pki):
 
 
 def tls_connection(pki, buffers: int | None = None):
-    """A server-side Connection over TLS on a socket pair, serving in a greenlet, and its
-    client's TLS socket (gevent's own, in this process): (connection, client, hub, reader)."""
+    """A server-side line connection over TLS on a socket pair, serving in a greenlet, and
+    its client's TLS socket (gevent's own, in this process): (session, client, hub, reader)."""
     from gevent import socket as gsocket
     from gevent import ssl as gssl
 
     from geventchat.chat.hub import Hub
     from geventchat.core.config import Settings
     from geventchat.doors import tls
-    from geventchat.doors.connection import Connection
+    from geventchat.doors.connection import line_connection
 
     server_context = tls.server_context(str(pki / "cert.pem"), str(pki / "key.pem"))
     client_context = gssl.SSLContext(gssl.PROTOCOL_TLS_CLIENT)
@@ -295,11 +295,11 @@ def tls_connection(pki, buffers: int | None = None):
     assert sock is not None, reason
     client_handshake.get(timeout=5)
     hub = Hub()
-    connection = Connection(sock, ("127.0.0.1", 40000), hub, Settings())
+    connection = line_connection(sock, ("127.0.0.1", 40000), hub, Settings())
     reader = gevent.spawn(connection.serve)
     gevent.sleep(0.1)  # the reader waits for input
     assert hub.room_counts() == [("lobby", 1)]
-    return connection, client, hub, reader
+    return connection.session, client, hub, reader
 
 
 def disconnect_lines(caplog) -> list[str]:
@@ -313,15 +313,15 @@ def test_tls_reader_woken_as_its_connection_is_dropped_ends_cleanly(pki, caplog,
     ValueError, not OSError. The connection must end as a plain one does: one
     "disconnected" line, out of the hub, no traceback (the TLS soak found this)."""
     caplog.set_level(logging.INFO, logger="geventchat")
-    connection, client, hub, reader = tls_connection(pki)
+    session, client, hub, reader = tls_connection(pki)
     try:
         # Both in the next loop turn: the input wakes the reader, the timer drops it.
         if drop_first:
-            gevent.spawn_later(0, connection.drop, "line timeout")
+            gevent.spawn_later(0, session.drop, "line timeout")
             client.sendall(b"hello\n")
         else:
             client.sendall(b"hello\n")
-            gevent.spawn_later(0, connection.drop, "line timeout")
+            gevent.spawn_later(0, session.drop, "line timeout")
         reader.join(timeout=5)
         assert reader.dead
         assert reader.exception is None, repr(reader.exception)
@@ -337,13 +337,13 @@ def test_tls_writer_woken_as_its_connection_is_dropped_ends_cleanly(pki, caplog)
     room) dropped in the loop turn that gives the writer room: gevent's SSLSocket.send then
     raises AttributeError. The writer ends quietly, the connection as a plain one does."""
     caplog.set_level(logging.INFO, logger="geventchat")
-    connection, client, hub, reader = tls_connection(pki, buffers=4096)
-    watcher = gevent.get_hub().loop.io(connection.sock.fileno(), 2)  # 2: writable
+    session, client, hub, reader = tls_connection(pki, buffers=4096)
+    watcher = gevent.get_hub().loop.io(session.sock.fileno(), 2)  # 2: writable
     try:
         for _ in range(800):
-            connection.deliver(b"x" * 1000 + b"\n")
+            session.deliver(b"x" * 1000 + b"\n")
         gevent.sleep(0.2)
-        writer = connection._writer
+        writer = session._writer
         assert writer is not None, "the writer should be waiting for room"
         # The drop runs first in the loop turn that wakes the writer: a watcher of higher
         # priority on the same descriptor.
@@ -351,7 +351,7 @@ def test_tls_writer_woken_as_its_connection_is_dropped_ends_cleanly(pki, caplog)
 
         def drop() -> None:
             watcher.stop()
-            connection.drop("send queue exceeded")
+            session.drop("send queue exceeded")
 
         watcher.start(drop)
         client.settimeout(2)

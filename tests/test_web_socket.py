@@ -275,3 +275,21 @@ def test_rate_applies_to_web_clients(start_server, clients):
         assert time.monotonic() - start >= 0.9  # ten lines past the burst at 10 per second
     finally:
         web.close()
+
+
+def test_a_web_client_that_reads_late_gets_every_line_in_whole_frames(start_server, clients):
+    """Lines that waited because the kernel's buffer was full (a browser that reads
+    slowly) go out as the frames they were encoded into: the rest of a half-sent frame is
+    never framed a second time (that used to break the stream)."""
+    server = start_server("--web-port", "0", "--no-presence", "--quiet", "--max-sendq", "8000000")
+    sender = clients(server)
+    late = WsClient(web_port(server))
+    try:
+        lines = [f"{i:04d} " + "x" * 995 for i in range(4000)]  # 4 MB: more than the kernel holds
+        for start in range(0, len(lines), 50):
+            sender.send(*lines[start : start + 50])
+        sender.sync()  # the server has read them all, and queued them for the late reader
+        got = [late.line() for _ in lines]
+        assert got == [f"{sender.nick}: {line}" for line in lines]
+    finally:
+        late.close()

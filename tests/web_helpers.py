@@ -48,6 +48,7 @@ class WsClient:
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.raw_received = b""
         self.pending: list[str] = []
+        self._partial = ""  # the part of a text frame received so far
         self.closed: CloseConnection | None = None
         self.timeout = timeout
         headers = []
@@ -99,8 +100,13 @@ class WsClient:
 
     def _take(self, event) -> None:
         if isinstance(event, TextMessage):
-            assert event.message_finished, "the server sends one frame per line"
-            self.pending.append(event.data)
+            # A frame that arrives in pieces comes as several events; one that ends
+            # without ending its message would be a line split over frames.
+            assert event.message_finished or not event.frame_finished, "the server sends one frame per line"
+            self._partial += event.data
+            if event.message_finished:
+                self.pending.append(self._partial)
+                self._partial = ""
         elif isinstance(event, BytesMessage):
             raise AssertionError("the server sent a binary frame")
         elif isinstance(event, Ping):

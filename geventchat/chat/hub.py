@@ -5,9 +5,10 @@ Nicknames and rooms are keyed by their case-folded form; a room exists while it 
 members: it is made on first join and dropped when its last member leaves.
 
 The hub never touches a socket. A member is anything with ``nick``, ``room`` and
-``deliver(data: bytes)``; ``deliver`` only queues bytes (see ``connection.Outbox``), so a
-broadcast to a thousand members returns without waiting for any of them. What happens
-in a room is an ``events.Event``, encoded once per wire format (line, IRC) per relay.
+``deliver(data: bytes)`` (a door's ``doors.session.Session``); ``deliver`` only queues
+bytes in the member's bounded outbox, flushed later in the loop turn, so a broadcast to a
+thousand members returns without waiting for any of them. What happens in a room is an
+``events.Event``, encoded once per wire format (line, IRC) per relay.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The IRC front door (``--irc-port``): the same chat for IRC clients (irssi, WeeChat, HexChat).
 
-``IrcDoorConnection`` is a ``Connection`` (the same outbox, writer, parking, limits and
-closing as the line door) whose framing and acting speak IRC through the sans-IO
-``core.irc``. It joins the hub when the client has registered (NICK and USER, after any
+An IRC client is an ``IrcSession`` (a ``Session``: the same outbox, writer, send queue
+and closing as the line door, with the IRC user's state and commands) read by a
+``Reader`` (the same parking, rate limit and stop) with this door's codec, ``IRC_CODEC``
+(framing through the sans-IO ``core.irc``; acting through the session's commands). It joins the hub when the client has registered (NICK and USER, after any
 ``CAP`` negotiation), in no room; each ``JOIN #ROOM`` enters room ROOM as well, so an IRC
 user may be in several rooms at once. What happens in a room reaches it as the hub's
 events in the IRC encoding (``chat.events``), encoded once per relay for all IRC members;
@@ -32,8 +33,9 @@ from geventchat.chat import events
 from geventchat.chat.hub import HubError, Room
 from geventchat.core import irc, limits, protocol
 from geventchat.core.history import MAX_REQUEST, Entry, stamp
-from geventchat.core.ratelimit import TokenBucket
-from geventchat.doors.connection import Connection, describe_peer
+from geventchat.doors.codec import LINE_CODEC
+from geventchat.doors.reader import Reader
+from geventchat.doors.session import Session, describe_peer
 
 log = logging.getLogger("geventchat")
 lifecycle = logging.getLogger("geventchat.lifecycle")
@@ -76,7 +78,7 @@ class IrcCommand:
     name: str
     min_params: int
     registered: bool
-    handler: str  # the IrcDoorConnection method that carries it out
+    handler: str  # the IrcSession method that carries it out
 
 
 COMMANDS = {
@@ -117,8 +119,8 @@ def room_name(channel: str) -> str | None:
     return name if protocol.valid_room(name) else None
 
 
-class IrcDoorConnection(Connection):
-    """An IRC client: the same Connection, IRC framing and commands."""
+class IrcSession(Session):
+    """An IRC client: the same Session, IRC commands, in any number of rooms."""
 
     __slots__ = (
         "rooms",
@@ -136,9 +138,6 @@ class IrcDoorConnection(Connection):
         "_password",
         "_sasl",
     )
-
-    CHECKS_DOOR = False
-    DOOR = "irc"
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -160,7 +159,7 @@ class IrcDoorConnection(Connection):
         self._sasl: str | None = None  # base64 of an AUTHENTICATE PLAIN under way, else None
 
     def __repr__(self) -> str:
-        return f"<IrcDoorConnection {self.peer} {self.nick!r}>"
+        return f"<IrcSession {self.peer} {self.nick!r}>"
 
     # ----------------------------------------------------------------- output
 
@@ -187,27 +186,16 @@ class IrcDoorConnection(Connection):
 
     # ------------------------------------------------------------------ input
 
-    def _register(self) -> None:
-        """Nothing yet: an IRC client joins the hub once it has registered."""
-
-    def _new_framer(self) -> _Framer:  # type: ignore[override]  # a framer of IRC messages
-        return _Framer(irc.IrcConnection())
-
-    def _act_all(self, received: list, bucket: TokenBucket | None) -> protocol.Quit | None:
+    def act_all(self, received: list) -> protocol.Quit | None:
         """Carry out one chunk's messages in order; consecutive PRIVMSGs to one channel go
-        to the hub together (one relay for the lot, as on the line door)."""
+        to the hub together (one relay for the lot, as on the line door). With --rate the
+        reader hands them over one at a time."""
         self.ping_sent = 0.0
         batch: list[str] = []
         batch_room: Room | None = None
         hub = self.hub
         for message in received:
-            if bucket is not None:
-                wait = bucket.take(time.monotonic())
-                if wait:
-                    self._stats.throttle_waits += 1
-                    self.last_input = self.line_mark = time.monotonic() + wait
-                    gevent.sleep(wait)
-            elif message.__class__ is irc.Message and message.command == "PRIVMSG" and self.registered:
+            if message.__class__ is irc.Message and message.command == "PRIVMSG" and self.registered:
                 params = message.params
                 if len(params) >= 2 and params[0][:1] == "#":
                     text = params[1]
@@ -225,7 +213,7 @@ class IrcDoorConnection(Connection):
                 hub.chat_lines(self, batch, batch_room)
                 batch, batch_room = [], None
             outcome = self._act_one(message)
-            if outcome is not None or self._closed:
+            if outcome is not None or self.closed:
                 return outcome
         if batch:
             hub.chat_lines(self, batch, batch_room)
@@ -431,7 +419,7 @@ class IrcDoorConnection(Connection):
         self.send(irc.Message("PONG", (SERVER, params[-1]), SERVER))
 
     def _pong(self, params: tuple[str, ...]) -> None:
-        """Any input answers the server's PING (see ``_act_all``)."""
+        """Any input answers the server's PING (see ``act_all``)."""
 
     def _quit(self, params: tuple[str, ...]) -> protocol.Quit:
         reason = protocol.strip_controls(params[0])[:200] if params else ""
@@ -767,7 +755,7 @@ class IrcDoorConnection(Connection):
 
     def ping_timeout(self) -> None:
         """No answer to the server's PING: say so, then drop (the others see the reason)."""
-        self._drop_reason = "Ping timeout"
+        self.drop_reason = "Ping timeout"
         self.send(irc.Message("ERROR", (f"Closing Link: {events.HOST} (Ping timeout)",)))
         # Loop callbacks run in order: the flush just scheduled goes first.
         self._run_callback(self.drop, "Ping timeout")
@@ -786,6 +774,32 @@ def _timestamp(selector: str) -> float | None:
     except ValueError:
         return None
     return moment.timestamp()
+
+
+class IrcCodec:
+    """The IRC door's codec: ``core.irc`` framing, the session's IRC commands; what the
+    hub sends an IRC member is already IRC (``IrcSession.deliver``), sent as it is."""
+
+    __slots__ = ()
+
+    door = "irc"
+    reframes = False
+    encode = staticmethod(LINE_CODEC.encode)
+
+    def start(self, session: Session) -> None:
+        """Nothing yet: an IRC client joins the hub once it has registered."""
+
+    def new_framer(self, session: Session) -> _Framer:
+        return _Framer(irc.IrcConnection())
+
+    def act(self, session: Session, events: list) -> protocol.Quit | None:
+        return session.act_all(events)  # type: ignore[attr-defined]  # an IrcSession
+
+    def farewell(self, session: Session, stopping: bool) -> bytes:
+        return b""
+
+
+IRC_CODEC = IrcCodec()
 
 
 class _Framer:
@@ -819,7 +833,7 @@ class IrcServer:
         self.ping_interval = ping_interval
         self._listener = StreamServer(listener, self._handle, spawn=chat.spawn_handler)
         self._pinger: gevent.Greenlet | None = None
-        self.connections: set[IrcDoorConnection] = set()
+        self.connections: set[Reader] = set()  # of IrcSessions
 
     @property
     def address(self) -> tuple[str, int]:
@@ -844,13 +858,14 @@ class IrcServer:
             gevent.sleep(min(max(interval / 4, 0.2), 15.0))
             now = time.monotonic()
             for connection in list(self.connections):
-                if connection.ping_sent:
-                    if now - connection.ping_sent > interval:
-                        connection.ping_sent = 0.0
-                        connection.ping_timeout()
+                session: IrcSession = connection.session  # type: ignore[assignment]
+                if session.ping_sent:
+                    if now - session.ping_sent > interval:
+                        session.ping_sent = 0.0
+                        session.ping_timeout()
                 elif now - connection.last_input > interval:
-                    connection.ping_sent = now
-                    connection.send(irc.Message("PING", (SERVER,)))
+                    session.ping_sent = now
+                    session.send(irc.Message("PING", (SERVER,)))
 
     def _refuse(self, sock: socket.socket, address: tuple, reason: str) -> None:
         chat = self.chat
@@ -898,7 +913,8 @@ class IrcServer:
             # As on the chat port: the connection owns the descriptor (its reader may park).
             sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         chat.stats.connections_accepted += 1
-        connection = IrcDoorConnection(sock, address, chat.hub, chat.settings, spawn=chat.spawn_handler, on_closed=self._forget)
+        session = IrcSession(sock, address, chat.hub, chat.settings, IRC_CODEC)
+        connection = Reader(session, spawn=chat.spawn_handler, on_closed=self._forget)
         chat.connections.add(connection)
         self.connections.add(connection)
         try:
@@ -908,6 +924,6 @@ class IrcServer:
             sock.close()
             self._forget(connection)
 
-    def _forget(self, connection: Connection) -> None:
+    def _forget(self, connection: Reader) -> None:
         self.connections.discard(connection)
         self.chat._forget(connection)

@@ -7,7 +7,7 @@ and logged in one line, and costs the others nothing (no traceback, no greenlet 
 
 The server's sockets are gevent's own ``SSLSocket`` (from ``gevent.ssl``, without monkey
 patching): the connection then reads and writes through the socket object, which does the
-encryption (see ``connection.Connection._receive`` and its writer greenlet).
+encryption (see ``reader.Reader._receive_buffered`` and ``session.Session._drain``).
 """
 
 from __future__ import annotations

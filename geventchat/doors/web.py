@@ -5,11 +5,11 @@ HTTP/1.1 with h11 and serves the page (``GET /``) and its assets (``GET /static/
 all shipped in ``geventchat/static``; ``GET /ws`` is the WebSocket handshake (wsproto).
 The protocol state lives in ``webproto.py`` (sans-IO); this module puts it on sockets.
 
-After the handshake the socket becomes a ``WebSocketConnection``: a ``Connection`` whose
-transport extension points speak WebSocket. Each text frame the browser sends is one line
-of the wire protocol and each line the server sends is one text frame (without its
-newline); everything else (nicknames, rooms, presence, --max-line, --max-sendq, --rate)
-is the very same code as for a TCP client.
+After the handshake the socket becomes a ``Session`` read by a ``Reader``, as for a line
+client, with this door's codec (``WebSocketCodec``): each text frame the browser sends is
+one line of the wire protocol and each line the server sends is one text frame (without
+its newline); everything else (nicknames, rooms, presence, --max-line, --max-sendq,
+--rate, parking aside) is the very same code as for a TCP client.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from typing import cast
 
 import gevent
 from gevent.server import StreamServer
@@ -38,81 +39,73 @@ from geventchat.core.webproto import (
     load_static,
     text_frame,
 )
-from geventchat.doors.connection import Connection, describe_peer
+from geventchat.doors.codec import LineCodec
+from geventchat.doors.reader import Reader
+from geventchat.doors.session import Session, describe_peer
 
 log = logging.getLogger("geventchat")
 
-# ------------------------------------------------------------------------ the connection
+# ----------------------------------------------------------------------------- the codec
 
 
-class WebSocketConnection(Connection):
-    """A chat client over WebSocket: the same Connection, another transport."""
+class _WebSocketFramer(WebSocketFramer):
+    """The sans-IO framer, telling the reader when the WebSocket has ended: a close from
+    the peer (or a frame that broke the protocol) ends its events with a ``Quit``, as EOF
+    ends a line client's input."""
 
-    __slots__ = ("_ws", "_framer", "_initial", "_going_away")
-
-    # Never park: WebServer._handle owns the socket (its StreamServer closes it when the
-    # handler returns) and holds the connection's place (connections, --max-per-ip) until
-    # serve() returns, so a parked reader would end the connection after 2 s of silence.
-    PARKS = False
-    DOOR = "web"
-    # A browser that opened the WebSocket is at the right door, whatever it types first.
-    CHECKS_DOOR = False
-
-    def __init__(self, sock, address, hub, settings, ws: WsConnection, trailing: bytes = b"") -> None:
-        super().__init__(sock, address, hub, settings)
-        self._ws = ws
-        self._framer: WebSocketFramer | None = None
-        self._initial = trailing
-        self._going_away = False
-
-    def _new_framer(self) -> WebSocketFramer:
-        self._framer = WebSocketFramer(self._ws, self.settings.max_line, self._send_control)
-        return self._framer
+    def __init__(self, session: Session, ws: WsConnection) -> None:
+        super().__init__(ws, session.settings.max_line, self._send_control)
+        self._session = session
 
     def _send_control(self, frame: bytes) -> None:
-        self.deliver(ControlFrame(frame))
+        self._session.deliver(ControlFrame(frame))
 
-    def _encode(self, lines: list[bytes]) -> bytes:
-        data = encode_lines(lines)
-        # The outbox counts the lines' bytes; what goes out is the frames. Account for the
-        # difference here (every caller subtracts what it sends) so that --max-sendq keeps
-        # measuring exactly the bytes waiting in the server.
-        self._pending += len(data) - sum(map(len, lines))
-        return data
+    def receive_data(self, data: bytes) -> list[protocol.FramerEvent]:
+        events = super().receive_data(data)
+        if self.closed:
+            session = self._session
+            if self.error and not session.drop_reason:
+                session.drop_reason = f"bad WebSocket data: {self.error}"
+            events.append(protocol.Quit())  # type: ignore[arg-type]
+        return events
 
-    def _receive(self) -> bytes:
-        framer = self._framer
-        if framer is not None and framer.closed:
-            if framer.error and not self._drop_reason:
-                self._drop_reason = f"bad WebSocket data: {framer.error}"
-            return b""  # the peer closed the WebSocket (or broke it): end as on EOF
-        if self._initial:
-            data, self._initial = self._initial, b""
-            return data
-        return super()._receive()
 
-    def begin_shutdown(self) -> None:
-        self._going_away = True
-        super().begin_shutdown()
+class WebSocketCodec(LineCodec):
+    """The line protocol over WebSocket: each text frame the browser sends is one line,
+    each line the server sends is one text frame (without its newline); a close frame
+    ends the connection (1001 when the server stops)."""
 
-    def _flush_and_close(self, timeout: float) -> None:
+    __slots__ = ("_ws", "_framer")
+
+    door = "web"
+    reframes = True  # frames are larger than the lines they carry
+
+    def __init__(self, ws: WsConnection) -> None:
+        self._ws = ws
+        self._framer: _WebSocketFramer | None = None
+
+    def new_framer(self, session: Session) -> _WebSocketFramer:
+        self._framer = _WebSocketFramer(session, self._ws)
+        return self._framer
+
+    def encode(self, lines: list[bytes]) -> bytes:
+        return encode_lines(lines)
+
+    def farewell(self, session: Session, stopping: bool) -> bytes:
         # End the WebSocket with a close frame after the last lines: an answer to the
-        # peer's close, or the server's own (1001 when the server stops).
+        # peer's close, or the server's own.
         ws = self._ws
-        if not self._closed and ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
-            framer = self._framer
-            if framer is not None and framer.close_reply is not None:
-                code, reason = framer.close_reply
-            else:
-                code, reason = (CLOSE_GOING_AWAY if self._going_away else CLOSE_NORMAL), ""
-            try:
-                frame = ws.send(CloseConnection(code=code, reason=reason))
-            except Exception:  # wsproto refused the state: close without the frame
-                frame = b""
-            if frame:
-                self._outbox.append(ControlFrame(frame))
-                self._pending += len(frame)
-        super()._flush_and_close(timeout)
+        if ws.state not in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            return b""
+        framer = self._framer
+        if framer is not None and framer.close_reply is not None:
+            code, reason = framer.close_reply
+        else:
+            code, reason = (CLOSE_GOING_AWAY if stopping else CLOSE_NORMAL), ""
+        try:
+            return ws.send(CloseConnection(code=code, reason=reason))
+        except Exception:  # wsproto refused the state: close without the frame
+            return b""
 
 
 # ---------------------------------------------------------------------------- listener
@@ -146,11 +139,11 @@ class WebServer:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._listener.address
+        return cast("tuple[str, int]", self._listener.address)  # an IP listener's
 
     @property
     def url(self) -> str:
-        host, port = self._listener.address[:2]
+        host, port = self.address[:2]
         return f"{self.scheme}://{describe_peer((host, port))}/"
 
     def start(self) -> None:
@@ -176,18 +169,19 @@ class WebServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         except OSError:
             pass
-        me = gevent.getcurrent()
+        me = cast(gevent.Greenlet, gevent.getcurrent())  # a handler runs in a pool's Greenlet
         self._http_phase.add(me)
         try:
             if self.tls_context is not None:
                 from geventchat.doors import tls
 
                 # Bounded, in this greenlet; one line if it fails (as on the chat port).
-                sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)
-                if sock is None:
+                tls_sock, reason = tls.handshake(sock, self.tls_context, limits.TLS_HANDSHAKE_TIMEOUT)
+                if tls_sock is None:
                     chat.stats.tls_handshake_failures += 1
                     log.info("TLS handshake failed from %s (%s)", peer, reason)
                     return
+                sock = tls_sock
             upgrade = self._serve_http(sock, peer)
         except _HttpGone:
             upgrade = None
@@ -215,10 +209,15 @@ class WebServer:
             return
         try:
             chat.stats.connections_accepted += 1
-            connection = WebSocketConnection(sock, address, chat.hub, chat.settings, upgrade.ws, upgrade.trailing)
+            # Never parks: this handler owns the socket (its StreamServer closes it when the
+            # handler returns) and holds the connection's place (connections, --max-per-ip)
+            # until serve() returns, so a parked reader would end the connection after 2 s
+            # of silence.
+            session = Session(sock, address, chat.hub, chat.settings, WebSocketCodec(upgrade.ws))
+            connection = Reader(session, parks=False)
             chat.connections.add(connection)
             try:
-                connection.serve()
+                connection.serve(upgrade.trailing)
             except Exception:  # a bug: log it with its traceback, keep serving everyone else
                 log.exception("Internal error while serving %s", connection.peer)
                 sock.close()
@@ -238,7 +237,7 @@ class WebServer:
                     log.info("Bad HTTP request from %s (timed out)", peer)
                 return None
             data = b""
-            with gevent.Timeout(remaining, False):
+            with gevent.Timeout(remaining, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
                 try:
                     data = sock.recv(limits.RECV_SIZE) or b""
                 except OSError:
@@ -252,7 +251,7 @@ class WebServer:
                 log.info("%s", line)
             if step.send:
                 try:
-                    with gevent.Timeout(HTTP_REQUEST_TIMEOUT, False):
+                    with gevent.Timeout(HTTP_REQUEST_TIMEOUT, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
                         sock.sendall(step.send)
                 except OSError:
                     return None
@@ -269,7 +268,7 @@ class WebServer:
 
     def _refuse(self, sock: socket.socket, upgrade: Upgrade, line: bytes, reason: str, code: int) -> None:
         """Accepted as a WebSocket, but no place: one line, a close frame, closed."""
-        with gevent.Timeout(1.0, False):
+        with gevent.Timeout(1.0, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
             try:
                 sock.sendall(text_frame(line.rstrip(b"\n")) + upgrade.ws.send(CloseConnection(code=code, reason=reason)))
                 sock.shutdown(socket.SHUT_WR)

@@ -29,8 +29,10 @@ from geventchat.core import limits, protocol
 from geventchat.core.config import Settings
 from geventchat.core.history import DEFAULT_KEEP, DEFAULT_REQUEST
 from geventchat.doors import tls
-from geventchat.doors.connection import Connection, describe_peer
+from geventchat.doors.connection import line_connection
 from geventchat.doors.guard import AddressCounts, Sweeper
+from geventchat.doors.reader import Reader
+from geventchat.doors.session import describe_peer
 from geventchat.server.accountsetup import open_accounts
 from geventchat.server.binding import (
     LISTEN_BACKLOG,
@@ -66,7 +68,7 @@ class ChatServer:
         # A cluster.ClusterHub links this process to others; a listening socket may be given
         # ready-made (--workers: one SO_REUSEPORT socket per worker process).
         self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
-        self.connections: set[Connection] = set()
+        self.connections: set[Reader] = set()  # one per client, whatever its door
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
         self._listener = StreamServer(  # type: ignore[call-overload]  # gevent's stubs want its own socket type
             listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG
@@ -98,7 +100,7 @@ class ChatServer:
         """Clients connected now, by front door (for the metrics page)."""
         counts = dict.fromkeys(("line", "web", "irc"), 0)
         for connection in self.connections:
-            door = connection.DOOR
+            door = connection.door
             counts[door] = counts.get(door, 0) + 1
         return counts
 
@@ -170,7 +172,7 @@ class ChatServer:
             # then a no-op). TLS readers never park.
             sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self.stats.connections_accepted += 1
-        connection = Connection(sock, address, self.hub, self.settings, spawn=self._handlers.spawn, on_closed=self._forget)
+        connection = line_connection(sock, address, self.hub, self.settings, spawn=self._handlers.spawn, on_closed=self._forget)
         self.connections.add(connection)
         try:
             connection.serve()  # returns when the client is gone, or its reader parked
@@ -179,7 +181,7 @@ class ChatServer:
             sock.close()
             self._forget(connection)
 
-    def _forget(self, connection: Connection) -> None:
+    def _forget(self, connection: Reader) -> None:
         """A client has left, its place is free (called once by its connection, from
         whichever greenlet ended it, before a last wait for the client's own close)."""
         if connection in self.connections:

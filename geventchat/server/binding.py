@@ -9,7 +9,7 @@ import socket
 
 from gevent import socket as gsocket
 
-from geventchat.doors.connection import describe_peer
+from geventchat.doors.session import describe_peer
 
 # "Server listening on" and "Server stopped" show at every --log-level: scripts wait for
 # the first to learn the port and for the second to know the stop was clean.

@@ -6,7 +6,7 @@ import logging
 import time
 
 from geventchat.chat.bus import BusError, RedisBus
-from geventchat.doors.connection import describe_peer
+from geventchat.doors.session import describe_peer
 from geventchat.server.binding import LISTEN_BACKLOG, describe_bind_error, describe_metrics_bind_error, lifecycle
 
 log = logging.getLogger("geventchat")
