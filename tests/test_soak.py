@@ -9,7 +9,9 @@ test process, gevent greenlets (plain gevent sockets, no monkey patching) drive:
 * a fault injector that, all the time, starts clients that reset mid-line, send random
   bytes, send 1 MB lines, never read, connect and vanish, flood, trickle a line
   (slowloris), guess passwords (wrong /login lines until locked out) and flood /register
-  (accounts live in an SQLite file in the TLS run, in Redis in the cluster run).
+  (accounts live in an SQLite file in the TLS run, in Redis in the cluster run); and, on
+  the IRC door (--irc-port, plain and TLS runs), bad registrations, floods, lines over
+  512 bytes and of 1 MB, IRC clients that never read, quick visits (the ``irc`` faults).
 
 At the end every well-behaved client must have received every line of every other
 member of its room exactly once, in order and intact; the server's memory must be back
@@ -80,6 +82,7 @@ CHAT_RE = re.compile(rb"^(wb\d+): (\d+) (.*)$")
 METRICS_RE = re.compile(r"Metrics at http://127\.0\.0\.1:(\d+)/metrics$")
 # A sample of the metrics page without labels, or (with --workers) with the worker's alone.
 SAMPLE_RE = re.compile(r'^(\w+)(?:\{worker="(\d+)"\})? (\S+)$')
+IRC_LISTENING_RE = re.compile(r"IRC listening on 127\.0\.0\.1:(\d+)$")
 HANDSHAKE_FAILED_RE = re.compile(r"TLS handshake failed from 127\.0\.0\.1:(\d+) \((.+)\)$")
 # What a read on a socket that was closed meanwhile may raise: gevent's SSLSocket says
 # ValueError ("Read on closed or unwrapped SSL socket") where a plain socket says OSError.
@@ -116,6 +119,12 @@ class Soak:
         self.plain_closed = 0  # plain-text clients the server closed
         self.silent_cut: list[float] = []  # seconds until the server cut a silent handshake
         self.not_cut = 0  # bad handshakes the server left open too long
+        # IRC door (plain and TLS runs; see the irc_* faults):
+        self.irc_port = 0
+        self.irc_turn = 0  # which IRC fault kind runs next (see fault_irc)
+        self.irc_too_long = 0  # IRC lines over 512 bytes answered with 417
+        self.irc_sink_drops = 0  # never-reading IRC clients dropped for their send queue
+        self.irc_registered = 0  # IRC fault clients that got as far as 001
 
     def problem(self, text: str) -> None:
         if len(self.problems) < 50:
@@ -129,15 +138,22 @@ class Soak:
             sock = self.tls.wrap_socket(sock, server_hostname=HOST)
         return sock
 
-    def connect_tcp(self, rcvbuf: int | None = None, source: str | None = None) -> gsocket.socket:
-        """A plain TCP connection to the chat port, whatever it speaks."""
+    def connect_irc(self, rcvbuf: int | None = None) -> gsocket.socket:
+        """A client connection to the IRC port (TLS in the TLS run)."""
+        sock = self.connect_tcp(rcvbuf, port=self.irc_port)
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_hostname=HOST)
+        return sock
+
+    def connect_tcp(self, rcvbuf: int | None = None, source: str | None = None, port: int | None = None) -> gsocket.socket:
+        """A plain TCP connection to the chat port (or ``port``), whatever it speaks."""
         sock = gsocket.socket(gsocket.AF_INET, gsocket.SOCK_STREAM)
         if source:
             sock.bind((source, 0))
         if rcvbuf:
             sock.setsockopt(gsocket.SOL_SOCKET, gsocket.SO_RCVBUF, rcvbuf)
         sock.settimeout(30)
-        sock.connect((HOST, self.port))
+        sock.connect((HOST, port or self.port))
         return sock
 
 
@@ -389,6 +405,139 @@ def fault_registration_flood(soak: Soak, rng: random.Random) -> None:
     soak.registrations_seen += _read_until(sock, f"*** {name} is now registered and you are logged in".encode(), 20)
     _drain(sock, 0.5)
     _close(sock)
+
+
+# --------------------------------------------------------------------------- IRC faults
+# The IRC door (--irc-port) attacked as the chat port is: bad registrations, floods, huge
+# lines, clients that never read. The well-behaved line clients must not notice.
+
+
+def _irc_register(sock: gsocket.socket, nick: str) -> None:
+    sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :soak\r\n".encode())
+
+
+def fault_irc_bad_registration(soak: Soak, rng: random.Random) -> None:
+    """Registrations that go wrong: bad and clashing nicks, no USER, commands before
+    registering, unknown CAP subcommands, random bytes, then vanish or QUIT."""
+    sock = soak.connect_irc()
+    lines = [
+        "CAP LS 302",
+        "CAP FROB x",
+        "CAP REQ :no-such-cap server-time",
+        "JOIN #soak0",
+        "PRIVMSG #soak0 :before registering",
+        "NICK 9bad*nick",
+        "NICK",
+        f"NICK wb{rng.randrange(WELL_BEHAVED):04d}",  # a well-behaved client's name: 433
+        "USER",
+    ]
+    rng.shuffle(lines)
+    sock.sendall("".join(line + "\r\n" for line in lines).encode())
+    if rng.random() < 0.5:
+        sock.sendall(rng.randbytes(rng.randrange(1, 2048)))
+    if rng.random() < 0.5:
+        sock.sendall(b"\r\nCAP END\r\nQUIT :bye\r\n")
+        _drain(sock, 2)
+    _close(sock, reset=rng.random() < 0.5)
+
+
+def fault_irc_flood(soak: Soak, rng: random.Random) -> None:
+    """Registers, joins a busy channel (or several), floods PRIVMSGs, NOTICEs and ACTIONs."""
+    sock = soak.connect_irc()
+    nick = f"ircflood{rng.randrange(1 << 30)}"
+    _irc_register(sock, nick)
+    rooms = ",".join(f"#soak{r}" for r in rng.sample(range(ROOMS), rng.randrange(1, ROOMS + 1)))
+    sock.sendall(f"JOIN {rooms}\r\n".encode())
+    reader = gevent.spawn(_read_until, sock, b"never said", 10) if rng.random() < 0.5 else None  # half never read
+    target = rooms.split(",")[0]
+    lines = [
+        f"PRIVMSG {target} :flood {'f' * rng.randrange(10, 40)}",
+        f"NOTICE {target} :n",
+        f"PRIVMSG {target} :\x01ACTION floods\x01",
+    ]
+    burst = "".join(rng.choice(lines) + "\r\n" for _ in range(100)).encode()
+    for _ in range(3):
+        sock.sendall(burst)  # 300 lines in three bursts (the chat port's flood sends more)
+        gevent.sleep(0)
+    gevent.sleep(0.5)
+    if reader is not None:
+        reader.kill(block=False)
+    _close(sock, reset=rng.random() < 0.3)
+
+
+def fault_irc_huge_lines(soak: Soak, rng: random.Random) -> None:
+    """Lines over 512 bytes (417, discarded whole) and a 1 MB line, then a good line."""
+    sock = soak.connect_irc()
+    _irc_register(sock, f"irchuge{rng.randrange(1 << 30)}")
+    refused = gevent.spawn(_read_until, sock, b" 417 ", 20)
+    sock.sendall(b"PRIVMSG #soak0 :" + b"H" * rng.randrange(600, 5000) + b"\r\n")
+    if rng.random() < 0.5:
+        for _ in range(16):
+            sock.sendall(b"M" * 65536)
+        sock.sendall(b"\r\n")
+    sock.sendall(b"PING :after\r\n")
+    refused.join(timeout=20)
+    soak.irc_too_long += bool(refused.value)
+    _close(sock)
+
+
+def fault_irc_never_read(soak: Soak, rng: random.Random) -> None:
+    """An IRC client that reads nothing: in a busy channel for a while, or sent private
+    messages by a line client, megabytes of them, until the server drops it."""
+    sock = soak.connect_irc(rcvbuf=4096)
+    nick = f"ircstuck{rng.randrange(1 << 30)}"
+    _irc_register(sock, nick)
+    if rng.random() < 0.5:
+        sock.sendall(f"JOIN #soak{rng.randrange(ROOMS)}\r\n".encode())
+        gevent.sleep(rng.uniform(3, 8))
+        _close(sock, reset=rng.random() < 0.5)
+        return
+    # The pourer sends private messages: they fill the IRC client's send queue without
+    # making a room whose history (kept after the room goes) would hold megabytes.
+    helper = soak.connect()
+    try:
+        gevent.sleep(0.3)
+        reader = gevent.spawn(lambda: _read_until(helper, f"*** Error: no such nickname: {nick}".encode(), 20))
+        block = (f"/msg {nick} ".encode() + b"s" * 1000 + b"\n") * 100
+        for _ in range(200):  # at most 20 MB, until the server has dropped it
+            if reader.ready():
+                break
+            helper.sendall(block)
+            gevent.sleep(0)
+        reader.join(timeout=10)
+        soak.irc_sink_drops += bool(reader.value)
+    finally:
+        _close(helper)
+        _close(sock)
+
+
+def fault_irc_quick_visit(soak: Soak, rng: random.Random) -> None:
+    """Registers (with CAP and server-time), joins, says a line, parts or quits or vanishes."""
+    sock = soak.connect_irc()
+    nick = f"ircvisit{rng.randrange(1 << 30)}"
+    sock.sendall(b"CAP LS 302\r\nCAP REQ :server-time message-tags\r\n")
+    _irc_register(sock, nick)
+    sock.sendall(b"CAP END\r\n")
+    soak.irc_registered += _read_until(sock, f" 001 {nick} ".encode(), 20)
+    room = f"#soak{rng.randrange(ROOMS)}"
+    sock.sendall(f"JOIN {room}\r\nPRIVMSG {room} :visiting\r\nWHO {room}\r\nNAMES {room}\r\nLIST\r\n".encode())
+    end = rng.choice([f"PART {room} :gone\r\n", "QUIT :gone\r\n", "JOIN 0\r\n", ""])
+    sock.sendall(end.encode())
+    _drain(sock, rng.uniform(0, 1))
+    _close(sock, reset=rng.random() < 0.5)
+
+
+IRC_KINDS = (fault_irc_bad_registration, fault_irc_flood, fault_irc_huge_lines, fault_irc_never_read, fault_irc_quick_visit)
+
+
+def fault_irc(soak: Soak, rng: random.Random) -> None:
+    """One fault family for the IRC door, its kinds in turn: it takes a share of the run
+    like any other fault (the load on the server stays that of the other runs)."""
+    soak.irc_turn += 1
+    IRC_KINDS[soak.irc_turn % len(IRC_KINDS)](soak, rng)
+
+
+IRC_FAULTS = {"irc (bad registrations, floods, huge lines, never reading, visits)": fault_irc}
 
 
 FAULTS = {
@@ -726,7 +875,11 @@ def test_soak(start_server, tmp_path, request, transport):
     store_flags = ["--db", str(db), "--history", "1000000"] if transport == "tls" else []
     has_store = transport != "plain"
     seconds = {"plain": SOAK_SECONDS, "tls": TLS_SOAK_SECONDS, "cluster": CLUSTER_SOAK_SECONDS}[transport]
-    faults = {**FAULTS, **TLS_FAULTS} if tls_context else FAULTS
+    faults = {**FAULTS, **TLS_FAULTS} if tls_context else dict(FAULTS)
+    # The IRC door is attacked too, in one process (--irc-port is not for --workers).
+    irc_flags = [] if redis else ["--irc-port", "0"]
+    if not redis:
+        faults.update(IRC_FAULTS)
     server = start_server(
         "--quiet",
         "--line-timeout",
@@ -736,12 +889,15 @@ def test_soak(start_server, tmp_path, request, transport):
         *tls_flags,
         *cluster_flags,
         *store_flags,
+        *irc_flags,
         start_timeout=20,
     )
     metrics_port = int(METRICS_RE.search(server.wait_for(lambda l: METRICS_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
     # The processes that serve the clients: the server, or its workers.
     procs = cluster_workers(server) if redis else [psutil.Process(server.pid)]
     soak = Soak(server.port, tls_context)
+    if not redis:
+        soak.irc_port = int(IRC_LISTENING_RE.search(server.wait_for(lambda l: IRC_LISTENING_RE.search(l) is not None)).group(1))  # type: ignore[union-attr]
     started = time.monotonic()
 
     # Everyone joins; the chat starts once every well-behaved client is in its room.
@@ -824,6 +980,9 @@ def test_soak(start_server, tmp_path, request, transport):
         "never-readers dropped for send queue (seen)": soak.sink_drops,
         "registrations (seen)": soak.registrations_seen,
         "wrong-login clients locked out (seen)": soak.lockouts_seen,
+        "IRC lines over 512 bytes refused (seen)": soak.irc_too_long,
+        "IRC never-readers dropped for send queue (seen)": soak.irc_sink_drops,
+        "IRC fault clients registered (seen)": soak.irc_registered,
         "server RSS start MiB": mib(rss_start),
         "server RSS peak MiB": mib(rss_peak),
         "server RSS end MiB": mib(rss_end),
@@ -849,6 +1008,9 @@ def test_soak(start_server, tmp_path, request, transport):
     assert server_figures["geventchat_lines_too_long_total"] >= soak.long_lines_refused >= 1
     assert server_figures["geventchat_line_timeouts_total"] >= 1
     assert server_figures["geventchat_sendq_drops_total"] >= soak.sink_drops >= 1
+    if not redis:
+        assert soak.irc_too_long >= 1 and soak.irc_sink_drops >= 1 and soak.irc_registered >= 1, figures
+        assert server_figures["geventchat_sendq_drops_total"] >= soak.sink_drops + soak.irc_sink_drops
     if has_store:
         assert server_figures["geventchat_registrations_total"] >= soak.registrations_seen >= 1
         assert server_figures["geventchat_login_lockouts_total"] >= 1 and soak.lockouts_seen >= 1
