@@ -134,13 +134,16 @@ def encode_line_quiet(event: Event) -> bytes:
 def _privmsgs(
     source: str, command: str, target: str, texts: tuple[str, ...] | list[str], wrap: Callable[[str], str] | None = None
 ) -> bytes:
-    budget = irc.privmsg_budget(source, command, target)
-    if wrap is not None:
-        budget -= len(wrap("").encode())
     head = f":{source} {command} {target} :"
+    # Bytes left for the text within 512 with "\r\n" (the head is ASCII: names are): a
+    # text of at most budget/4 characters always fits, whatever its characters.
+    budget = irc.MAX_LINE - 2 - len(head) - (len(wrap("")) if wrap is not None else 0)
+    quick = budget // 4
+    if wrap is None and len(texts) == 1 and len(texts[0]) <= quick:
+        return f"{head}{texts[0]}\r\n".encode()
     out = []
     for text in texts:
-        for piece in irc.split_text(text, budget) if len(text) * 4 > budget else (text,):
+        for piece in irc.split_text(text, budget) if len(text) > quick else (text,):
             out.append(f"{head}{wrap(piece) if wrap else piece}\r\n")
     return "".join(out).encode()
 
