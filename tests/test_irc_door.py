@@ -375,6 +375,7 @@ def test_names_topic_who_whois_list_mode_away(door, connect):
         ":geventchat 318 bob carol :End of /WHOIS list",
     ]
     alice.send("/join other")
+    alice.until(lambda l: l == "*** You are now in other")
     bob.send("LIST")
     assert bob.sync()[-4:] == [
         ":geventchat 321 bob Channel :Users  Name",
@@ -742,7 +743,9 @@ def test_irc_users_across_a_redis_cluster(start_server, connect):
         for channel in ("#lobby", "#x"):
             bob.joined(channel)
             carol.joined(channel)
-        alice.until(lambda l: l == "*** bob joined lobby")  # from the other process
+        seen: set[str] = set()  # bob's join comes from the other process: in either order
+        while seen != {"*** bob joined lobby", "*** carol joined lobby"}:
+            seen.add(alice.until(lambda l: l in ("*** bob joined lobby", "*** carol joined lobby"))[1])
         bob.until(lambda l: l == ":carol!~user@geventchat JOIN #x")
         bob.send("NAMES #lobby")
         (names,) = [line for line in bob.sync() if " 353 " in line]
