@@ -768,3 +768,28 @@ def test_irc_users_across_a_redis_cluster(start_server, connect):
         alice.until(lambda l: l == "*** robert quit (bye)")
     finally:
         redis.stop()
+
+
+def test_irc_door_with_workers(start_server, connect):
+    from redis_fixture import RedisServer, shutil
+
+    redis = RedisServer(shutil.which("redis-server"))
+    redis.start()
+    try:
+        server = start_server("--redis-url", redis.url, "--workers", "2", "--irc-port", "0", start_timeout=30)
+        port = irc_port(server)
+        assert server.count_text(f"IRC listening on 127.0.0.1:{port}") == 1  # said once, by the parent
+        alice = connect(server.port, ChatClient)
+        users = [connect(port) for _ in range(6)]  # spread over both workers by the kernel
+        for i, user in enumerate(users):
+            user.register(f"irc{i}")
+            user.joined("#lobby")
+        for i in range(6):
+            alice.until(lambda l, i=i: l == f"*** irc{i} joined lobby")
+        users[0].send("PRIVMSG #lobby :to everyone")
+        alice.until(lambda l: l == "irc0: to everyone")
+        for user in users[1:]:
+            user.until(lambda l: l == ":irc0!~user@geventchat PRIVMSG #lobby :to everyone")
+        assert server.stop() == 0
+    finally:
+        redis.stop()

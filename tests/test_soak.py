@@ -876,7 +876,7 @@ def test_soak(start_server, tmp_path, request, transport):
     has_store = transport != "plain"
     seconds = {"plain": SOAK_SECONDS, "tls": TLS_SOAK_SECONDS, "cluster": CLUSTER_SOAK_SECONDS}[transport]
     faults = {**FAULTS, **TLS_FAULTS} if tls_context else dict(FAULTS)
-    # The IRC door is attacked too, in one process (--irc-port is not for --workers).
+    # The IRC door is attacked too, in the one-process runs (plain and TLS).
     irc_flags = [] if redis else ["--irc-port", "0"]
     if not redis:
         faults.update(IRC_FAULTS)

@@ -530,10 +530,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers > 1:
         from geventchat.server import workers
 
-        if args.irc_port is not None:
-            print("Error: --irc-port cannot be used with --workers yet (run the IRC door in one process)", file=sys.stderr)
-            return 2
-
         return workers.run_workers(args, serve)
     return serve(args)
 
@@ -542,17 +538,16 @@ class _BindFailed(Exception):
     """A port could not be bound; the message is the one console line that says why."""
 
 
-def _bind_ports(args, listener, web_listener, metrics_listener) -> tuple:
+def _bind_ports(args, listener, web_listener, metrics_listener, irc_listener=None) -> tuple:
     """The chat, web, metrics and IRC listening sockets: those given (a --workers worker's
     shares), the others bound here, all or none (the ones bound are closed on failure)."""
     bound: list[socket.socket] = []
-    irc_listener = None
     try:
         if listener is None:
             listener = _bind_one(args.host, args.port, bound, describe_bind_error)
         if web_listener is None and args.web_port is not None:
             web_listener = _bind_one(args.host, args.web_port, bound, describe_bind_error)
-        if args.irc_port is not None:
+        if irc_listener is None and args.irc_port is not None:
             irc_listener = _bind_one(args.host, args.irc_port, bound, describe_bind_error)
         if metrics_listener is None and args.metrics_port is not None:
             metrics_listener = _bind_one(args.host, args.metrics_port, bound, describe_metrics_bind_error)
@@ -578,6 +573,7 @@ def serve(
     ready=None,
     web_listener: socket.socket | None = None,
     metrics_listener: socket.socket | None = None,
+    irc_listener: socket.socket | None = None,
 ) -> int:
     """Run one server process until SIGINT or SIGTERM; the exit status. ``listener`` and
     ``web_listener``: listening sockets to serve (a --workers worker's, for the chat and
@@ -626,7 +622,7 @@ def serve(
     # one line and exit 1, never "Server listening" followed by an error.
     metrics_here = metrics_listener is None and args.metrics_port is not None  # else a worker's, for the parent
     try:
-        listeners = _bind_ports(args, listener, web_listener, metrics_listener)
+        listeners = _bind_ports(args, listener, web_listener, metrics_listener, irc_listener)
     except _BindFailed as exc:
         print(exc, file=sys.stderr)
         if accounts is not None:

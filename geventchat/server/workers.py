@@ -56,6 +56,16 @@ def run_workers(args, serve) -> int:
                 sock.close()
             print(describe_bind_error(args.host, args.web_port, exc), file=sys.stderr)
             return 1
+    irc_sockets: list = []
+    if args.irc_port is not None:  # the IRC door too: one socket per worker, shared
+        try:
+            irc_sockets = _shared_sockets(args.host, args.irc_port, args.workers)
+        except OSError as exc:
+            for sock in sockets + web_sockets:
+                sock.close()
+            print(describe_bind_error(args.host, args.irc_port, exc), file=sys.stderr)
+            return 1
+    doors = web_sockets + irc_sockets  # the other doors' sockets, closed with the chat port's
     metrics = None  # --metrics-port: the parent's page, covering every worker
     if args.metrics_port is not None:
         from geventchat.server.workermetrics import WorkerMetrics
@@ -63,7 +73,7 @@ def run_workers(args, serve) -> int:
         try:
             metrics = WorkerMetrics(args.host, args.metrics_port, args.workers)
         except OSError as exc:
-            for sock in sockets + web_sockets:
+            for sock in sockets + doors:
                 sock.close()
             print(describe_metrics_bind_error(args.host, args.metrics_port, exc), file=sys.stderr)
             return 1
@@ -93,6 +103,7 @@ def run_workers(args, serve) -> int:
                     args,
                     serve,
                     metrics_listener,
+                    irc_sockets[index] if irc_sockets else None,
                 )
             except BaseException:
                 log.exception("Worker %d failed", index + 1)
@@ -134,12 +145,14 @@ def run_workers(args, serve) -> int:
     if web_sockets:
         scheme = "https" if args.certfile else "http"
         lifecycle.info("Web client on %s://%s/", scheme, describe_peer((args.host, web_sockets[0].getsockname()[1])))
+    if irc_sockets:
+        lifecycle.info("IRC listening on %s", describe_peer((args.host, irc_sockets[0].getsockname()[1])))
     while not stop_requested.wait(1.0):  # a timer keeps the loop alive: nothing else here does
         pass
     _stop_workers(workers)
     if metrics is not None:
         metrics.close()
-    for sock in sockets + web_sockets:
+    for sock in sockets + doors:
         sock.close()
     lifecycle.info("Server stopped")
     return 0
@@ -213,10 +226,10 @@ class _WorkerConsole(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = str(record.msg)
-        return not (msg == "Server stopped" or msg.startswith(("Server listening on", "Web client on")))
+        return not (msg == "Server stopped" or msg.startswith(("Server listening on", "Web client on", "IRC listening on")))
 
 
-def _worker(sock, web_sock, ready_w: int | None, args, serve, metrics_listener=None) -> int:
+def _worker(sock, web_sock, ready_w: int | None, args, serve, metrics_listener=None, irc_sock=None) -> int:
     import os
 
     from gevent import socket as gsocket
@@ -233,9 +246,15 @@ def _worker(sock, web_sock, ready_w: int | None, args, serve, metrics_listener=N
     if web_sock is not None:
         web_listener = gsocket.socket(web_sock.family, web_sock.type, fileno=os.dup(web_sock.fileno()))
 
+    irc_listener = None
+    if irc_sock is not None:
+        irc_listener = gsocket.socket(irc_sock.family, irc_sock.type, fileno=os.dup(irc_sock.fileno()))
+
     def ready() -> None:
         if ready_w is not None:
             os.write(ready_w, b"1")
             os.close(ready_w)
 
-    return serve(args, listener, ready=ready, web_listener=web_listener, metrics_listener=metrics_listener)
+    return serve(
+        args, listener, ready=ready, web_listener=web_listener, metrics_listener=metrics_listener, irc_listener=irc_listener
+    )
