@@ -17,3 +17,15 @@ def test_every_server_flag_is_in_docs_operations():
     described = set(re.findall(r"^\| `(--[a-z][a-z-]*)", OPERATIONS.read_text(encoding="utf-8"), re.M))
     described |= {"--version"}  # one row with --help
     assert flags - described == set(), "flags missing from docs/operations.md's table"
+
+
+DESIGN = OPERATIONS.parent / "design.md"
+PACKAGE = OPERATIONS.parent.parent / "geventchat"
+
+
+def test_docs_design_names_every_module_of_each_package():
+    rows = re.findall(r"^\| `geventchat\.(\w+)` \| ([^|]*) \|", DESIGN.read_text(encoding="utf-8"), re.M)
+    listed = {package: set(re.findall(r"`(\w+)\.py`", modules)) for package, modules in rows}
+    for package in ("core", "chat", "doors", "stores", "server", "client"):
+        modules = {path.stem for path in (PACKAGE / package).glob("*.py")} - {"__init__", "__main__"}
+        assert listed.get(package) == modules, f"docs/design.md's row for geventchat.{package}"
