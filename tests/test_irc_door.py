@@ -793,3 +793,25 @@ def test_irc_door_with_workers(start_server, connect):
         assert server.stop() == 0
     finally:
         redis.stop()
+
+
+def test_an_irc_user_whose_name_is_taken_by_a_login_is_told_its_new_nick(door, connect, tmp_path):
+    import base64
+
+    server, port = door("--db", str(tmp_path / "chat.db"))
+    register_account(server, "Dana", "correct-horse")
+    dana = connect(port)
+    dana.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+    dana.until(lambda l: l == "AUTHENTICATE +")
+    dana.send("AUTHENTICATE " + base64.b64encode(b"\0Dana\0correct-horse").decode())
+    dana.until(lambda l: " 903 " in l, timeout=20)
+    dana.send("CAP END")
+    dana.register("Dana")
+    dana.joined("#lobby")
+    other = connect(server.port, ChatClient)
+    other.send("/login Dana correct-horse")
+    other.until(lambda l: l == "*** You are now logged in as Dana", timeout=20)
+    got = dana.until(lambda l: " NICK " in l)
+    port_name = str(dana.sock.getsockname()[1])
+    assert got[1] == f":Dana!~user@geventchat NICK {port_name}"
+    assert ":geventchat NOTICE Dana :You were logged out: Dana logged in from another connection" in got[0]

@@ -316,6 +316,7 @@ class ClusterHub(Hub):
                     f"Your nickname {old} was taken on another server while the link was down: you are now known as {new}"
                 )
             )
+            self.tell_renamed(member, event)
             self.to_rooms(rooms_of(member), event, member)
 
 

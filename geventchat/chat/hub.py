@@ -205,7 +205,15 @@ class Hub:
         self.members[protocol.fold(new)] = member
         member.nick = new
         member.deliver(protocol.notice(f"You are now known as {new}"))
+        self.tell_renamed(member, event)
         self.to_rooms(rooms_of(member), event, member)
+
+    def tell_renamed(self, member: Member, event: events.Event) -> None:
+        """The server renamed ``member``: a member whose wire format is not the line
+        protocol's (an IRC client) is sent the NICK line too, or it would go on using a
+        name that is no longer its own (a line member has its ``***`` notice)."""
+        if getattr(member, "encoding", "line") != "line":
+            self.deliver_event(member, event)
 
     def join(self, member: Member, name: str) -> None:
         """A line or web member's /join: leave its room, enter ``name``."""
