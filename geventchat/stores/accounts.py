@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from gevent.threadpool import ThreadPool
 
@@ -35,6 +37,8 @@ SCHEMA = [
     """,
 ]
 
+_T = TypeVar("_T")
+
 UNAVAILABLE = "the account store is unavailable right now; try again later"
 
 
@@ -51,13 +55,14 @@ class SqliteAccountStore:
         self._pool = ThreadPool(1)  # one thread: the connection is only ever used there
         self._conn: sqlite3.Connection | None = None
 
-    def _run(self, func, *args):
+    def _run(self, func: Callable[..., _T], *args: str) -> _T:
         try:
-            return self._pool.apply(self._in_thread, (func, args))
+            result: _T = self._pool.apply(self._in_thread, (func, args))
+            return result
         except (sqlite3.Error, sqlitedb.StoreError):
             raise AccountStoreError(UNAVAILABLE) from None
 
-    def _in_thread(self, func, args):
+    def _in_thread(self, func: Callable[..., _T], args: tuple[str, ...]) -> _T:
         if self._conn is None:
             self._conn = sqlitedb.open_database(self.path)
         return func(self._conn, *args)

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from itertools import chain
+from typing import Any
 
 import gevent
 
@@ -179,7 +180,7 @@ class SQLiteHistory:
         cache.loaded = True
         return cache
 
-    def _read(self, room_key: str, count: int) -> list[tuple]:
+    def _read(self, room_key: str, count: int) -> list[tuple[Any, ...]]:
         with self._read_lock:
             return self._reader.execute(_READ, (room_key, count)).fetchall()
 
