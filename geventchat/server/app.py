@@ -42,6 +42,7 @@ from geventchat.server.binding import (
     lifecycle,
     port_clash,
 )
+from geventchat.server.memory import MemoryTrimmer
 from geventchat.stores.sqlitedb import StoreError
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class ChatServer:
         self._sweeper = Sweeper(
             lambda: self.connections, self.settings.idle_timeout, self.settings.line_timeout, on_timeout=self.stats.timed_out
         )
+        self._trimmer = MemoryTrimmer()  # freed memory back to the system after bursts
         self._metrics: MetricsServer | None = None  # once start_metrics() is called
         self._handshaking: set[gevent.Greenlet] = set()
 
@@ -122,6 +124,7 @@ class ChatServer:
         """Bind and start accepting; raises OSError when the address cannot be used."""
         self._listener.start()
         self._sweeper.start()
+        self._trimmer.start()
         host, port = self._listener.address[:2]
         lifecycle.info("Server listening on %s", describe_peer((host, port)))
 
@@ -132,6 +135,7 @@ class ChatServer:
         self._stopping = True
         self._listener.close()
         self._sweeper.stop()
+        self._trimmer.stop()
         if self._metrics is not None:
             self._metrics.stop()
         self.hub.begin_stop()

@@ -10,6 +10,9 @@ from geventchat.core.history import Entry
 from geventchat.stores.counters import StoreCounters
 from geventchat.stores.runs import RoomLines, make_run
 
+# Seconds during which recorded lines share one time object (the block shows seconds).
+STAMP_STEP = 0.25
+
 
 class MemoryHistory:
     name = "memory"
@@ -20,6 +23,7 @@ class MemoryHistory:
         self.keep = keep
         self.rooms: dict[str, RoomLines] = {}
         self._recorded = 0
+        self._stamp = 0.0  # the time given to the lines recorded now (shared by those of one step)
         self._counters = StoreCounters()
 
     @property
@@ -31,7 +35,12 @@ class MemoryHistory:
         lines = self.rooms.get(room_key)
         if lines is None:
             lines = self.rooms[room_key] = RoomLines(self.keep)
-        lines.add(make_run(self._recorded, room_key, _now(), nick, texts, action))
+        now = _now()
+        if now - self._stamp >= STAMP_STEP:  # a new time object at most every STAMP_STEP s
+            self._stamp = now
+        # No line ids in memory (0, a shared object): a kept run is its tuple and its text,
+        # as few long-lived objects as can be (each one pins a memory pool of the relay's).
+        lines.add(make_run(0, room_key, self._stamp, nick, texts, action))
         self._recorded += len(texts)
 
     def recent(self, room_key: str, count: int) -> list[Entry]:

@@ -24,12 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 import gevent
 
-from geventchat.core.history import MAX_REQUEST, Entry
+from geventchat.core.history import UNAVAILABLE, Entry, HistoryUnavailable
 from geventchat.stores import sqlitedb
 from geventchat.stores.counters import StoreCounters
 from geventchat.stores.runs import COUNT, FIRST_ID, ROOM, RoomLines, Run, make_run
@@ -70,6 +70,11 @@ SCHEMA_STEPS = (
     """,
 )
 
+# Lines of each room kept in memory, for the blocks of joins (--history-on-join, 20 by
+# default) without a disk read; a larger /history reads the file. Few, because a line can
+# be 4 KiB (and up to four times that as a Python string): a room full of long lines, say
+# from a fault injector, must not hold much memory.
+CACHE_LINES = 50
 # Seconds between writes: a kill -9 loses at most about this much (the contract: 1 s).
 FLUSH_INTERVAL = 0.5
 # Runs per transaction at most; more waiting wakes the writer before its interval.
@@ -101,13 +106,14 @@ _READ = f"SELECT {_COLUMNS[1:-1]} FROM history WHERE room_key = ? ORDER BY id DE
 class SQLiteHistory:
     name = "sqlite"
 
-    def __init__(self, path: str, keep: int, *, cache_size: int = MAX_REQUEST, flush_interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(self, path: str, keep: int, *, cache_size: int = CACHE_LINES, flush_interval: float = FLUSH_INTERVAL) -> None:
         self.path = path
         self.keep = keep
         self.cache_size = max(1, min(keep, cache_size))
         self.flush_interval = flush_interval
         self._counters = StoreCounters()
         self._recorded = 0  # lines recorded (the loop's own count: no shared object in the hot path)
+        self._dropped = 0  # lines given up (the writer's count: PENDING_MAX while writes fail)
         self._writer = sqlitedb.open_database(path, check_same_thread=False)  # used by the writer thread alone
         try:
             self._lock_file = _lock(path)
@@ -133,7 +139,10 @@ class SQLiteHistory:
 
     @property
     def counters(self) -> StoreCounters:
+        # Each figure is written by one side only (the loop, or the writer): no lock needed,
+        # and nothing iterates the queue the other side is changing.
         self._counters.lines_recorded = self._recorded
+        self._counters.pending = self._recorded - self._counters.lines_stored - self._dropped
         return self._counters
 
     # ------------------------------------------------------------ the event loop's side
@@ -152,12 +161,34 @@ class SQLiteHistory:
             self._wake.set()
 
     def recent(self, room_key: str, count: int) -> list[Entry]:
+        count = min(count, self.keep)
         if count < 1:
             return []
         cache = self._cache.get(room_key)
         if cache is None or not cache.loaded:
             cache = self._load(room_key)
-        return cache.recent(count)
+        if count <= self.cache_size:
+            return cache.recent(count)  # a join's block: from memory
+        return self._recent_from_disk(room_key, count, cache)
+
+    def _recent_from_disk(self, room_key: str, count: int, cache: RoomLines) -> list[Entry]:
+        """More lines than the cache holds (a large /history): read from disk, with the
+        lines not written yet (each line once, by its id)."""
+        try:
+            rows = gevent.get_hub().threadpool.apply(self._read, (room_key, count))
+        except sqlite3.Error as exc:
+            self._counters.read_failed(self.name, exc)
+            raise HistoryUnavailable(UNAVAILABLE) from None
+        runs: dict[int, Run] = {row[0]: tuple(row) for row in rows}
+        for run in list(self._pending):  # still waiting to be written (list(): one step, no switch)
+            if run[ROOM] == room_key:
+                runs.setdefault(run[FIRST_ID], run)
+        for run in cache.runs:
+            runs.setdefault(run[FIRST_ID], run)
+        lines = RoomLines(count)
+        for first_id in sorted(runs):
+            lines.add(runs[first_id])
+        return lines.recent(count)
 
     def _load(self, room_key: str) -> RoomLines:
         """Read the room's last lines from disk (in gevent's threadpool: the loop goes on)
@@ -217,9 +248,11 @@ class SQLiteHistory:
 
     def _write_batch(self) -> bool:
         pending = self._pending
-        batch = [pending.popleft() for _ in range(min(len(pending), BATCH_MAX))]
+        # The batch stays at the head of the queue until it is committed: a read from disk
+        # meanwhile finds each line either there or in the file. (list(islice()) runs in C
+        # without a switch, so the loop's appends cannot interleave.)
+        batch = list(islice(pending, min(len(pending), BATCH_MAX)))
         lines = sum(run[COUNT] for run in batch)
-        self._counters.pending = sum(run[COUNT] for run in pending) if pending else 0
         started = time.perf_counter()
         conn = self._writer
         try:
@@ -238,12 +271,12 @@ class SQLiteHistory:
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            pending.extendleft(reversed(batch))  # back at the head, in order
-            while len(pending) > PENDING_MAX:
-                pending.popleft()
-            self._counters.pending = sum(run[COUNT] for run in pending)
+            while len(pending) > PENDING_MAX:  # the batch is still at the head, in order
+                self._dropped += pending.popleft()[COUNT]
             self._counters.write_failed(lines, self.name, exc)
             return False
+        for _ in range(len(batch)):
+            pending.popleft()
         self._counters.batch_written(lines, time.perf_counter() - started)
         return True
 
