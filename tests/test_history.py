@@ -204,6 +204,20 @@ def test_sqlite_keeps_history_across_a_restart(start_server, clients, tmp_path):
         assert conn.execute("SELECT version FROM schema_versions WHERE component = 'history'").fetchone() == (2,)
 
 
+def test_a_long_history_from_the_file_and_the_queue_is_whole_and_in_order(start_server, clients, tmp_path):
+    server = start_server("--db", str(tmp_path / "chat.db"), "--no-presence", "--quiet")
+    alice, bob, carol = clients(server), clients(server), clients(server)
+    talk(alice, carol, *[f"a{i}" for i in range(150)])
+    talk(bob, carol, *[f"b{i}" for i in range(150)])
+    time.sleep(1.2)  # written to the file by now (the contract's second)
+    talk(alice, carol, *[f"c{i}" for i in range(150)])
+    carol.send("/history 400")  # right away: the newest lines may still be queued
+    got = read_block(carol, "lobby")
+    assert got == [f"{alice.nick}: a{i}" for i in range(50, 150)] + [f"{bob.nick}: b{i}" for i in range(150)] + [
+        f"{alice.nick}: c{i}" for i in range(150)
+    ]
+
+
 def test_sigterm_right_after_a_burst_loses_nothing(start_server, clients, tmp_path):
     path = str(tmp_path / "chat.db")
     server = start_server("--db", path, "--history", "5000", "--no-presence", "--quiet")
