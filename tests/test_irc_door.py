@@ -815,3 +815,29 @@ def test_an_irc_user_whose_name_is_taken_by_a_login_is_told_its_new_nick(door, c
     port_name = str(dana.sock.getsockname()[1])
     assert got[1] == f":Dana!~user@geventchat NICK {port_name}"
     assert ":geventchat NOTICE Dana :You were logged out: Dana logged in from another connection" in got[0]
+
+
+def test_a_sasl_login_takes_the_name_from_its_holder_on_another_process(start_server, connect):
+    import base64
+
+    from redis_fixture import RedisServer, shutil
+
+    redis = RedisServer(shutil.which("redis-server"))
+    redis.start()
+    try:
+        first = start_server("--redis-url", redis.url, "--irc-port", "0")
+        second = start_server("--redis-url", redis.url)
+        register_account(second, "Dana", "correct-horse")
+        holder = connect(second.port, ChatClient)
+        holder.send("/login Dana correct-horse")
+        holder.until(lambda l: l == "*** You are now logged in as Dana", timeout=20)
+        dana = connect(irc_port(first))
+        dana.send("CAP REQ :sasl", "AUTHENTICATE PLAIN")
+        dana.until(lambda l: l == "AUTHENTICATE +")
+        dana.send("AUTHENTICATE " + base64.b64encode(b"\0Dana\0correct-horse").decode())
+        dana.until(lambda l: " 903 " in l, timeout=20)
+        dana.send("CAP END")
+        assert dana.register("Dana")[0].startswith(":geventchat 001 Dana ")
+        holder.until(lambda l: l == "*** You were logged out: Dana logged in from another connection")
+    finally:
+        redis.stop()

@@ -182,8 +182,17 @@ class ClusterHub(Hub):
             self._claiming.discard(new_key)
 
     def take_nick(self, member: Member, nick: str) -> None:
+        if member.nick != nick:
+            self._take_over_elsewhere(nick)
+        super().take_nick(member, nick)
+
+    def free_for_login(self, member: Member, nick: str) -> None:
+        self._take_over_elsewhere(nick)
+        super().free_for_login(member, nick)
+
+    def _take_over_elsewhere(self, nick: str) -> None:
         key = protocol.fold(nick)
-        if member.nick != nick and key not in self.members:
+        if key not in self.members:
             found = self.bus.lookup(key)
             if found is not None and found[0] != self.bus.id:
                 # Held on another process: ask it to let go, and wait (bounded) until it has.
@@ -192,7 +201,6 @@ class ClusterHub(Hub):
                 while found is not None and found[0] != self.bus.id and time.monotonic() < deadline:
                     gevent.sleep(0.05)
                     found = self.bus.lookup(key)
-        super().take_nick(member, nick)
 
     def force_rename(self, member: Member, new: str) -> None:
         old_key = protocol.fold(member.nick)

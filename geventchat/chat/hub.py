@@ -187,6 +187,13 @@ class Hub:
             self.evict(holder, nick)
         self.rename(member, nick)
 
+    def free_for_login(self, member: Member, nick: str) -> None:
+        """``member``, not registered in the hub yet (an IRC client that logged in with SASL
+        or PASS), is about to take ``nick``: whoever holds it gives it up."""
+        holder = self.members.get(protocol.fold(nick))
+        if holder is not None and holder is not member:
+            self.evict(holder, nick)
+
     def evict(self, holder: Member, nick: str) -> None:
         """``nick`` logged in from another connection: ``holder`` gives the name up."""
         if getattr(holder, "account", None) is not None:

@@ -386,9 +386,7 @@ class IrcSession(Session):
                 self.reply(irc.ERR_PASSWDMISMATCH, f"Password incorrect: {refusal}")
         try:
             if self.account == key:
-                holder = self.hub.members.get(key)
-                if holder is not None and holder is not self:
-                    self.hub.evict(holder, nick)  # logged in to it: the holder gives it up
+                self.hub.free_for_login(self, nick)  # logged in to it: the holder gives it up, wherever it is
             self.hub.check_registered(self, nick)
             self.hub.add_exact(self, nick)
         except HubError as refusal:
