@@ -10,9 +10,6 @@ from geventchat.core.history import Entry
 from geventchat.stores.counters import StoreCounters
 from geventchat.stores.runs import RoomLines, make_run
 
-# Seconds during which recorded lines share one time object (the block shows seconds).
-STAMP_STEP = 0.25
-
 
 class MemoryHistory:
     name = "memory"
@@ -23,7 +20,6 @@ class MemoryHistory:
         self.keep = keep
         self.rooms: dict[str, RoomLines] = {}
         self._recorded = 0
-        self._stamp = 0.0  # the time given to the lines recorded now (shared by those of one step)
         self._counters = StoreCounters()
 
     @property
@@ -35,12 +31,7 @@ class MemoryHistory:
         lines = self.rooms.get(room_key)
         if lines is None:
             lines = self.rooms[room_key] = RoomLines(self.keep)
-        now = _now()
-        if now - self._stamp >= STAMP_STEP:  # a new time object at most every STAMP_STEP s
-            self._stamp = now
-        # No line ids in memory (0, a shared object): a kept run is its tuple and its text,
-        # as few long-lived objects as can be (each one pins a memory pool of the relay's).
-        lines.add(make_run(0, room_key, self._stamp, nick, texts, action))
+        lines.add(make_run(self._recorded, room_key, _now(), nick, texts, action))
         self._recorded += len(texts)
 
     def recent(self, room_key: str, count: int) -> list[Entry]:
