@@ -392,6 +392,9 @@ def test_names_topic_who_whois_list_mode_away(door, connect):
     carol.sync()
     carol.send("AWAY :lunch")
     assert carol.sync() == [":geventchat 306 carol :You have been marked as being away"]
+    alice.send("/msg carol hello?")
+    alice.expect("*** To carol: hello?", "*** carol is away: lunch")
+    assert carol.line() == f":{alice.nick}!line@geventchat PRIVMSG carol :hello?"
     bob.send("PRIVMSG carol :there?")
     assert bob.sync() == [":geventchat 301 bob carol lunch"]
     carol.send("AWAY")

@@ -394,6 +394,9 @@ class Hub:
             self.stats.lines_relayed += 1
         if confirm:
             member.deliver(protocol.notice(f"To {target.nick}: {text}"))
+            away = getattr(target, "away", "")  # an IRC user's AWAY message
+            if away:
+                member.deliver(protocol.notice(f"{target.nick} is away: {away}"))
 
     def deliver_event(self, member: Member, event: events.Event) -> None:
         """One event for one member, in its encoding."""
