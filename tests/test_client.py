@@ -700,3 +700,23 @@ def test_a_server_answering_in_another_protocol_is_one_line_and_exit_2(pipe_clie
     assert len(err.splitlines()) == 1, err
     assert err.startswith(f"Error: 127.0.0.1:{srv.port} {said}") and "not the chat port" in err, err
     assert lines == [f"Connected to chat server at 127.0.0.1:{srv.port}. Type 'exit' to leave."]  # nothing of it shown
+
+
+def test_the_piped_client_prints_a_replay_block_as_received(pipe_client):
+    block = [
+        "*** Welcome, 4242! You are in lobby. Type /help for commands.",
+        "*** Recent messages in lobby (2):",
+        "*** [2026-01-02 03:04:05] ann: from before",
+        "*** [2026-01-02 03:05:06] * ann waved",
+        "*** End of recent messages",
+        "bob: live",
+    ]
+
+    def script(srv: ScriptedServer, conn: socket.socket) -> None:
+        conn.sendall("".join(line + "\n" for line in block).encode())
+
+    srv = ScriptedServer(script)
+    status, lines, _ = pipe_client(srv.port).finish(close_stdin=False)
+    srv.stop()
+    assert lines[1 : 1 + len(block)] == block  # after the "Connected to" line, verbatim, in UTC
+    assert status == 1
