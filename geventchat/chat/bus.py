@@ -198,6 +198,11 @@ class RedisBus:
         self._greenlets: list[gevent.Greenlet[..., None]] = []
         self.claims: dict[str, str] = {}  # folded nick -> the value of our claim on it
         self._serial = 0
+        # Open (set) unless the subscriber is behind: then the readers of this process's
+        # clients hold before reading more (see _read_messages).
+        self.gate = gevent.event.Event()
+        self.gate.set()
+        self.held = 0  # times the gate closed (the subscriber fell behind)
         self.dropped = 0  # records not published because the link was down
         self.published_batches = 0
         self.published_records = 0
@@ -221,6 +226,7 @@ class RedisBus:
     def close(self, timeout: float = 2.0) -> None:
         """Publish what is queued, leave the cluster (free our names), stop."""
         self._closing = True
+        self.gate.set()
         if self.up:
             with gevent.Timeout(timeout, False):  # type: ignore[arg-type]  # False: end quietly (gevent's stubs miss it)
                 while self._queue or self._publishing:
@@ -294,7 +300,11 @@ class RedisBus:
         sink = self.sink
         assert sink is not None, "start() names the sink before the subscriber runs"
         since_yield = 0  # payload bytes handed to the sink since the flushes last ran
+        gate = self.gate
+        connection = pubsub.connection
         while True:
+            if not gate.is_set() and not connection.can_read(timeout=0):
+                gate.set()  # caught up: nothing more is waiting
             message = pubsub.parse_response(block=True)
             if message is None or message[0] != b"message":
                 continue
@@ -312,9 +322,19 @@ class RedisBus:
             # backlog would pile up in the outboxes, past --max-sendq). Not after every
             # message: each flush round is a send per recipient, and under load many small
             # messages come in together.
+            #
+            # Redis holds what a subscriber has not read yet, and past its pub/sub output
+            # buffer limit (32 MB by default) it closes the subscription: every line then on
+            # its way is lost. So when more is already waiting here (the process cannot keep
+            # up: a flood, a busy CPU), the gate closes and this process's clients are read
+            # no further until the subscriber has caught up (their TCP windows fill, and the
+            # flood slows down at its source), for GATE_HOLD_MAX seconds at most at a time.
             since_yield += len(payload)
             if since_yield >= YIELD_AFTER:
                 since_yield = 0
+                if gate.is_set() and connection.can_read(timeout=0):
+                    gate.clear()
+                    self.held += 1
                 gevent.sleep(0)
 
     # ------------------------------------------------------------ link supervision
@@ -323,6 +343,7 @@ class RedisBus:
         if self.up and not self._broken.is_set():
             log.warning("Redis link lost: %s", exc)
         self._broken.set()
+        self.gate.set()  # nothing to catch up with on a dead link
 
     def _set_up(self, up: bool) -> None:
         if up == self.up:
@@ -334,6 +355,7 @@ class RedisBus:
             log.warning("Redis link up: %s as %s", self.url, self.id)
         else:
             self._queue.clear()
+            self.gate.set()
         if self.sink is not None:
             self.sink.bus_link(up)
 

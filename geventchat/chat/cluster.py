@@ -56,6 +56,7 @@ class ClusterHub(Hub):
         # the others recorded
         super().__init__(presence=presence, log_messages=log_messages, history=history, history_on_join=history_on_join)
         self.bus = bus
+        self.input_gate = bus.gate  # closed while the bus subscriber is behind
         self._claiming: set[str] = set()  # folded nicknames being claimed in Redis right now
         self._stopping = False  # our members have been told the server is shutting down
 

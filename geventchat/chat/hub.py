@@ -23,6 +23,8 @@ from geventchat.core import limits, protocol
 from geventchat.core.history import DEFAULT_REQUEST, HISTORY_OFF, Entry, HistoryStore, HistoryUnavailable, block
 
 if TYPE_CHECKING:
+    import gevent.event
+
     from geventchat.chat.accounts import Accounts
 
 log = logging.getLogger("geventchat")
@@ -89,6 +91,9 @@ class Hub:
         self.members: dict[str, Member] = {}  # folded nickname -> member
         self.stats = Stats()  # counters for the metrics page; the connections add to it too
         self.accounts: Accounts | None = None  # registered nicknames, when the server has a store
+        # Set while the connections may read; cleared while the hub cannot keep up with input
+        # it must not refuse (a cluster's bus), bounded. None: always open.
+        self.input_gate: gevent.event.Event | None = None
 
     # ------------------------------------------------------------------ membership
 

@@ -34,6 +34,9 @@ from geventchat.doors.session import CLOSED_TLS, Session, Stop
 
 log = logging.getLogger("geventchat")
 
+# Seconds a reader waits at most at its hub's closed input gate (then reads anyway).
+GATE_HOLD_MAX = 1.0
+
 
 class Reader:
     __slots__ = (
@@ -143,11 +146,16 @@ class Reader:
             receive = self._receive_plain if session.plain else self._receive_buffered
             monotonic = time.monotonic
             stats = session.hub.stats
+            gate = session.hub.input_gate
             while not session.closed:
                 data: bytes | None
                 if initial:
                     data, initial = initial, b""
                 else:
+                    if gate is not None and not gate.is_set():
+                        self._hold(gate)
+                        if session.closed:  # dropped meanwhile
+                            break
                     data = receive()
                 if data is None:
                     park = True
@@ -190,6 +198,14 @@ class Reader:
             if outcome is not None or session.closed:
                 return outcome
         return None
+
+    def _hold(self, gate: Any) -> None:
+        """Wait (GATE_HOLD_MAX seconds at most) while the hub's input gate is closed: it
+        cannot keep up with input it must not refuse (a cluster's bus). The client's TCP
+        window fills meanwhile; the wait is ours, not the client's: no idle or line timeout
+        runs during it."""
+        self.last_input = self.line_mark = time.monotonic() + GATE_HOLD_MAX
+        gate.wait(GATE_HOLD_MAX)
 
     def _receive_plain(self) -> bytes | None:
         """The next chunk of input, read only when the event loop says it is there.
