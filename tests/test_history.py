@@ -446,3 +446,17 @@ def test_redis_gone_joins_are_not_held_up_and_the_history_catches_up(start_serve
     assert [LINE_RE.match(line).group(2) for line in block] == [f"{alice.nick}: during {i}" for i in range(20)]
     assert first.stop() == 0 and second.stop() == 0
     assert first.stderr_lines() == [] and second.stderr_lines() == []
+
+
+def test_workers_share_the_history_through_redis(start_server, clients, redis_server):  # noqa: F811
+    from test_cluster import connect_over_both
+
+    server = start_server("--workers", "2", "--redis-url", redis_server.url, "--no-presence", "--history-on-join", "0")
+    group = connect_over_both(server, redis_server, clients, 6)  # members on both workers
+    sender = group[0]
+    sender.send(*[f"kept {i}" for i in range(50)], "/me is done")
+    for member in group[1:]:
+        member.until(lambda line: line == f"* {sender.nick} is done", timeout=10)
+        member.send("/history 51")
+        assert read_block(member, "lobby") == [f"{sender.nick}: kept {i}" for i in range(50)] + [f"* {sender.nick} is done"]
+    assert server.stop() == 0
