@@ -847,3 +847,16 @@ def test_a_sasl_login_takes_the_name_from_its_holder_on_another_process(start_se
         holder.until(lambda l: l == "*** You were logged out: Dana logged in from another connection")
     finally:
         redis.stop()
+
+
+def test_rate_throttles_an_irc_client_without_dropping_anything(door, connect):
+    server, port = door("--rate", "10", "--burst", "2")
+    alice = connect(server.port, ChatClient)
+    bob = connect(port)
+    bob.register("bob")
+    bob.joined("#lobby")
+    alice.expect("*** bob joined lobby")
+    started = time.monotonic()
+    bob.send(*[f"PRIVMSG #lobby :n{i}" for i in range(20)])
+    assert alice.lines(20, timeout=15) == [f"bob: n{i}" for i in range(20)]
+    assert time.monotonic() - started >= 1.0  # 20 lines at 10 a second, 2 at once: read more slowly
