@@ -371,7 +371,8 @@ IDLE_ROWS = [
     ("connect s", lambda r: r["connect_s"], "s"),
     ("server RSS before KiB", lambda r: r["server_rss_before_kib"], "int"),
     ("server RSS after KiB", lambda r: r["server_rss_after_connect_kib"], "int"),
-    ("server RSS/client KiB", lambda r: r["server_rss_per_client_kib"], "kib"),
+    ("server RSS/client KiB at welcome", lambda r: r.get("server_rss_per_client_at_welcome_kib"), "kib"),
+    ("server RSS/client KiB after 5 s", lambda r: r["server_rss_per_client_kib"], "kib"),
     ("failed to connect", lambda r: r["connect_failed"], "int"),
 ]
 

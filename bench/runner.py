@@ -15,8 +15,9 @@ import psutil
 from bench.servers import ServerMeter
 from bench.worker import HEADER, MAX_SENDERS, Plan, run_worker
 
-# Seconds of silence before an idle run reads the server's memory (see run()).
-IDLE_SETTLE_S = 3.0
+# Seconds of silence before an idle run reads the server's memory a second time (see
+# run()): the first reading is taken as soon as every client has its welcome.
+IDLE_SETTLE_S = 5.0
 
 
 @dataclass
@@ -191,9 +192,10 @@ def _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label) -> dict
     connect_s = (t1 - t0) / 1e9
     connect_failed = sum(m[3] for m in connected.values())
     connect_error = next((m[4] for m in connected.values() if m[4]), "")
-    # Let the server settle before measuring its memory. Idle means silent for a while:
-    # geventchat releases a silent connection's reader greenlet after 2 s (its
-    # limits.PARK_AFTER), so idle memory is read after 3 s of silence.
+    # Memory right after every client has its welcome, and (idle runs) once they have been
+    # silent for a while: geventchat releases a silent connection's reader greenlet after
+    # 2 s (its limits.PARK_AFTER), so idle memory is read again after 5 s of silence.
+    rss_welcome = meter.rss() if sc.idle else None
     time.sleep(IDLE_SETTLE_S if sc.idle else 0.05)
     rss1 = meter.rss()
 
@@ -283,6 +285,8 @@ def _drive(sc, pipes, procs, meter, bus, rss0, expected, N, S, K, label) -> dict
         (bus1 - bus0) if bus0 is not None and bus1 is not None else None,
     )
     res["server_processes"] = server_procs
+    if rss_welcome is not None and rss0 and N and not connect_failed:
+        res["server_rss_per_client_at_welcome_kib"] = (rss_welcome - rss0) / 1024 / N
     return res
 
 

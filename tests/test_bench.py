@@ -276,7 +276,8 @@ def test_sweep_draws_a_png_and_idle_measures_memory(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     proc = run_bench("--server", "asyncio", "--idle", "--clients", "50")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert re.search(r"server RSS/client KiB\s+-?\d", proc.stdout), proc.stdout
+    assert re.search(r"server RSS/client KiB at welcome\s+-?\d", proc.stdout), proc.stdout
+    assert re.search(r"server RSS/client KiB after 5 s\s+-?\d", proc.stdout), proc.stdout
 
 
 @pytest.mark.timeout(30)

@@ -7,9 +7,9 @@ connection (``ChatServer.connections``): it starts the session (``serve``), ends
 (``begin_shutdown``, ``drop``), and holds the marks the timeout sweeper reads
 (``last_input``, ``line_mark``, ``framer``, ``partial_mark``/``partial_since``).
 
-Parking (plain sockets of a door that allows it): after ``PARK_AFTER`` seconds without
-input the reader greenlet ends and an I/O watcher starts a new one when input comes, so
-an idle connection holds no greenlet at all.
+Parking (plain sockets of a door that allows it): right after the connection starts,
+and after ``PARK_AFTER`` seconds without input, the reader greenlet ends and an I/O
+watcher starts a new one when input comes, so an idle connection holds no greenlet at all.
 
 Rate limit (``--rate``): a token bucket per connection; a throttled connection acts line
 by line and waits between lines, reading more slowly: nothing is dropped, and the
@@ -127,7 +127,7 @@ class Reader:
         log.info("New connection from %s", self.session.peer)
         self._read_loop(start=True, initial=initial)
 
-    def _read_loop(self, start: bool = False, initial: bytes = b"") -> None:
+    def _read_loop(self, start: bool = False, initial: bytes = b"", ready: bool = False) -> None:
         self._greenlet = cast(gevent.Greenlet, gevent.getcurrent())  # a reader runs in a Greenlet
         session = self.session
         park = False
@@ -140,6 +140,12 @@ class Reader:
                     self._bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate))
             if self._stopping:
                 raise Stop
+            if start and self._park_timer is not None:
+                # A new client has its welcome and has most likely sent nothing yet: park at
+                # once rather than after PARK_AFTER, so that a connect storm holds no greenlet
+                # (and no saved stack) per waiting client; the first input starts the reader.
+                park = True
+                return
             framer, bucket = self.framer, self._bucket
             assert framer is not None, "the first greenlet made it"
             act = session.codec.act
@@ -151,6 +157,9 @@ class Reader:
                 data: bytes | None
                 if initial:
                     data, initial = initial, b""
+                elif ready:  # woken from parking by input: it is there, read it in this turn
+                    ready = False
+                    data = session.sock.recv(limits.RECV_SIZE)
                 else:
                     if gate is not None and not gate.is_set():
                         self._hold(gate)
@@ -260,18 +269,30 @@ class Reader:
         self.parked = True
         self._greenlet = None
         self._wake = self._loop.io(self.session.sock.fileno(), 1)
-        self._wake.start(self.unpark)
+        self._wake.start(self._input_came)
 
-    def unpark(self) -> None:
-        """Loop callback (input came), or a stop or drop of a parked connection."""
+    def _input_came(self) -> None:
+        """Loop callback of the parked connection's watcher: a new reader reads at once.
+
+        It is started here, in this dispatch, as a waiting reader is woken (gevent's Waiter
+        switches to it from the loop too), not one loop turn later: input that came at
+        the same time on an active connection is not acted on before this one's. (A
+        Greenlet started by switching cancels its scheduled start.)"""
+        greenlet = self.unpark(ready=True)
+        if greenlet is not None:
+            greenlet.switch()
+
+    def unpark(self, ready: bool = False) -> gevent.Greenlet | None:
+        """Start a reader again: input came (``ready``), or a parked connection is stopped
+        or dropped (then the new reader leaves). Returns the new reader's greenlet."""
         if not self.parked:
-            return
+            return None
         self.parked = False
         wake, self._wake = self._wake, None
         if wake is not None:
             wake.stop()
             wake.close()
-        self._spawn(self._read_loop)
+        return self._spawn(self._read_loop, False, b"", ready)
 
     # ------------------------------------------------------------------- leaving
 

@@ -362,7 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics at http://HOST:PORT/metrics; 0 picks a free port (default: off)",
     )
     parser.add_argument(
-        "--no-presence", action="store_true", help="do not tell the others about joins, leaves, renames and quits"
+        "--presence",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="tell the others about joins, leaves, renames and quits (default: on; the last of the two flags wins)",
     )
     parser.add_argument("--quiet", action="store_true", help="no console line per chat message")
     parser.add_argument(
@@ -487,7 +490,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_clients=args.max_clients,
         rate=args.rate or 0.0,
         burst=args.burst or 0,
-        presence=not args.no_presence,
+        presence=args.presence,
         log_messages=not args.quiet and args.log_level in ("debug", "info"),
         max_per_ip=args.max_per_ip,
         idle_timeout=args.idle_timeout,
