@@ -493,10 +493,14 @@ def fault_irc_never_read(soak: Soak, rng: random.Random) -> None:
         _close(sock, reset=rng.random() < 0.5)
         return
     # The pourer sends private messages: they fill the IRC client's send queue without
-    # making a room whose history (kept after the room goes) would hold megabytes.
+    # making a room whose history (kept after the room goes) would hold megabytes. The
+    # client reads its welcome first (then nothing more): "no such nickname" before it is
+    # registered (a loaded server) would be taken for a drop that never happened.
+    if not _read_until(sock, b" 001 ", 20):
+        _close(sock)
+        return
     helper = soak.connect()
     try:
-        gevent.sleep(0.3)
         reader = gevent.spawn(lambda: _read_until(helper, f"*** Error: no such nickname: {nick}".encode(), 20))
         block = (f"/msg {nick} ".encode() + b"s" * 1000 + b"\n") * 100
         for _ in range(200):  # at most 20 MB, until the server has dropped it
