@@ -38,7 +38,9 @@ def test_bad_passwords_say_why_without_the_password(password):
 def test_all_digit_names_cannot_be_registered():
     assert not registrable("51044")
     assert registrable("alice")
-    assert registrable("51044-2")
+    assert not registrable("51044-2")  # the variant a connection gets when 51044 is taken
+    assert registrable("51044-bob")
+    assert registrable("2-fast")
     assert registrable("a1")
 
 

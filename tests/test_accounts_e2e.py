@@ -57,6 +57,10 @@ def test_register_login_logout_password(start_server, clients, tmp_path):
     a, b = clients(server), clients(server)
     a.send("/register " + PASSWORD)  # a port name: all digits
     assert a.line().startswith(f"*** Error: nickname {a.nick} cannot be registered")
+    # Nor a port name's variant, which the server gives a connection whose port name is taken.
+    named(a, "65000-2")
+    a.send("/register " + PASSWORD)
+    assert a.line().startswith("*** Error: nickname 65000-2 cannot be registered")
     named(a, "alice")
     a.send("/register short1", "/register has space")
     assert a.line().startswith("*** Error: a password has 8 to 128 characters")

@@ -188,7 +188,7 @@ class Accounts:
         nick = member.nick
         key = protocol.fold(nick)
         if not accountrules.registrable(nick):
-            raise HubError(f"nickname {nick} cannot be registered (all digits); choose a name with /nick NAME first")
+            raise HubError(f"nickname {nick} cannot be registered (a port name); choose a name with /nick NAME first")
         problem = accountrules.password_problem(password)
         if problem:
             raise HubError(problem)

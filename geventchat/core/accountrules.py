@@ -2,7 +2,8 @@
 of its own.
 
 * ``password_problem``: what is wrong with a password (8 to 128 characters, no spaces).
-* ``registrable``: all-digit names (the default port names) cannot be registered.
+* ``registrable``: port names cannot be registered: all-digit names (a new connection's
+  default) and their variants ``PORT-N`` (what a connection gets when its port name is taken).
 * ``is_secret_line``: the lines clients must keep out of their input history.
 * ``LoginLimiter``: after 5 failed logins within 60 s for one nickname (from any address),
   or from one address (for any nickname), ``/login`` is refused until 60 s after the fifth
@@ -42,9 +43,14 @@ def password_problem(password: str) -> str | None:
     return None
 
 
+# A port (digits) and, when that name was taken, the variant the server made of it (-N).
+_PORT_NAME = re.compile(r"[0-9]+(?:-[0-9]+)?")
+
+
 def registrable(nick: str) -> bool:
-    """All-digit names are the names of ports: every new connection may get one."""
-    return not nick.isdigit()
+    """Not a port name: the server hands those out by itself (a new connection, a member
+    renamed by a login from elsewhere), so a registered one would be given to a stranger."""
+    return _PORT_NAME.fullmatch(nick) is None
 
 
 def is_secret_line(line: str) -> bool:
