@@ -396,6 +396,45 @@ def test_metrics_count_lines_batches_and_latency_per_store(start_server, clients
     assert not any(name.startswith("geventchat_history") for name in scrape(metrics_port(off)))
 
 
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_one_client_making_many_rooms_cannot_grow_history_past_history_memory(start_server, clients, tmp_path, store):
+    budget = 256 * 1024  # --history-memory 0.25: about 60 rooms of one 3000-byte line
+    db = ("--db", str(tmp_path / "chat.db")) if store == "sqlite" else ()
+    server = start_server("--history-memory", "0.25", *ON_JOIN, *db, "--metrics-port", "0", "--no-presence", "--quiet")
+    port = metrics_port(server)
+    alice = clients(server)
+    rooms = 300
+    for i in range(rooms):
+        alice.send(f"/join r{i}", f"{i:04d}" + "x" * 2996)
+        alice.expect(f"*** You are now in r{i}")
+    alice.send("/history 1")  # after every line above: all of them are recorded
+    assert read_block(alice, f"r{rooms - 1}") == [f"{alice.nick}: {rooms - 1:04d}" + "x" * 2996]
+    samples = scrape(port)
+    held = samples[f"geventchat_history_memory_bytes{{store={store}}}"]
+    assert samples[f"geventchat_history_memory_budget_bytes{{store={store}}}"] == budget
+    assert budget / 2 < held <= budget
+    assert samples[f"geventchat_history_lines_recorded_total{{store={store}}}"] == rooms
+    kept = samples[f"geventchat_history_memory_rooms{{store={store}}}"]
+    assert 20 < kept < 100
+    read_rooms = rooms + (
+        1 if store == "sqlite" else 0
+    )  # the SQLite cache also holds lobby's (empty) entry: read for the welcome
+    assert samples[f"geventchat_history_rooms_evicted_total{{store={store}}}"] == read_rooms - kept
+    bob = clients(server)
+    for i in range(rooms - 20, rooms):  # the most recently written rooms replay their block on a join
+        bob.send(f"/join r{i}")
+        bob.expect(f"*** You are now in r{i}")
+        assert read_block(bob, f"r{i}") == [f"{alice.nick}: {i:04d}" + "x" * 2996]
+    bob.send("/join r0")
+    bob.expect("*** You are now in r0")
+    if store == "memory":  # its lines are gone with it
+        bob.send("/history")
+        bob.expect("*** No messages in r0 yet")
+    else:  # only the cache entry went: the file has the line
+        assert read_block(bob, "r0") == [f"{alice.nick}: 0000" + "x" * 2996]
+    assert scrape(port)[f"geventchat_history_memory_bytes{{store={store}}}"] <= budget
+
+
 def test_a_full_disk_keeps_relaying_logs_once_counts_and_catches_up(start_server, clients, tmp_path):
     path = str(tmp_path / "chat.db")
     server = start_server("--db", path, "--history", "100000", "--metrics-port", "0", "--no-presence", "--quiet")

@@ -43,6 +43,7 @@ from geventchat.server.binding import (
     port_clash,
 )
 from geventchat.server.memory import MemoryTrimmer
+from geventchat.stores.roommemory import DEFAULT_BUDGET_MIB, MIB
 from geventchat.stores.sqlitedb import StoreError
 
 if TYPE_CHECKING:
@@ -284,6 +285,16 @@ def _lines(text: str) -> int:
 _lines.__name__ = "number of lines"
 
 
+def _mebibytes(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1024 * 1024:
+        raise argparse.ArgumentTypeError(f"must be more than 0 MiB and less than 1 TiB, not {text}")
+    return value
+
+
+_mebibytes.__name__ = "number of MiB"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geventchat-server",
@@ -425,6 +436,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_REQUEST,
         metavar="K",
         help="recent lines a member gets on entering a room; 0 = none (default %(default)s)",
+    )
+    kept.add_argument(
+        "--history-memory",
+        type=_mebibytes,
+        default=DEFAULT_BUDGET_MIB,
+        metavar="MIB",
+        help="memory all rooms' kept lines may take (the SQLite store: its cache); the least recently written rooms go first (default %(default)s)",
     )
     kept.add_argument(
         "--db",
@@ -598,7 +616,7 @@ def serve(
     from geventchat.stores.history import open_history
 
     try:
-        store = open_history(args.history, db=args.db, redis_url=args.redis_url)
+        store = open_history(args.history, db=args.db, redis_url=args.redis_url, memory=int(args.history_memory * MIB))
     except StoreError as exc:
         print(exc, file=sys.stderr)
         return 1

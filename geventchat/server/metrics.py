@@ -89,6 +89,26 @@ def history_families(store) -> Iterator:
         family = CounterMetricFamily(name, help_text, labels=["store"])
         family.add_metric(label, getattr(counters, attr))
         yield family
+    if counters.memory_budget is not None:  # a store that keeps rooms' lines in memory (stores/roommemory.py)
+        for attr, name, help_text in (
+            (
+                "memory_bytes",
+                "geventchat_history_memory_bytes",
+                "About what the rooms' kept lines take in memory (sqlite: its cache).",
+            ),
+            ("memory_budget", "geventchat_history_memory_budget_bytes", "What they may take (--history-memory)."),
+            ("memory_rooms", "geventchat_history_memory_rooms", "Rooms with lines held in memory."),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=["store"])
+            gauge.add_metric(label, getattr(counters, attr))
+            yield gauge
+        evicted = CounterMetricFamily(
+            "geventchat_history_rooms_evicted",
+            "Rooms whose lines left memory to stay within --history-memory (least recently written first).",
+            labels=["store"],
+        )
+        evicted.add_metric(label, counters.rooms_evicted)
+        yield evicted
     pending = GaugeMetricFamily("geventchat_history_pending_lines", "History lines waiting to be written.", labels=["store"])
     pending.add_metric(label, counters.pending)
     yield pending

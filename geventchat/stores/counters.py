@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geventchat.stores.roommemory import RoomMemory
 
 log = logging.getLogger("geventchat")
 
@@ -28,7 +32,16 @@ class StoreCounters:
         self.failed_writes = 0  # lines whose write failed (retried later)
         self.failed_reads = 0
         self.pending = 0  # lines waiting to be written now
+        # The rooms' lines held in memory (stores/roommemory.py); budget None: nothing held
+        self.memory_budget: int | None = None
+        self.memory_bytes = 0
+        self.memory_rooms = 0
+        self.rooms_evicted = 0
         self._last_failure_log = -FAILURE_LOG_INTERVAL
+
+    def memory_seen(self, rooms: RoomMemory) -> None:
+        self.memory_budget, self.memory_bytes = rooms.budget, rooms.bytes
+        self.memory_rooms, self.rooms_evicted = len(rooms.rooms), rooms.rooms_evicted
 
     def batch_written(self, lines: int, seconds: float) -> None:
         self.write_batches += 1

@@ -1,5 +1,5 @@
-"""History in memory (the default): the last ``--history N`` lines of each room; goes with
-the process."""
+"""History in memory (the default): the last ``--history N`` lines of each room, all rooms
+within ``--history-memory`` (least recently written rooms go first); goes with the process."""
 
 from __future__ import annotations
 
@@ -8,30 +8,29 @@ from time import time as _now
 
 from geventchat.core.history import Entry
 from geventchat.stores.counters import StoreCounters
-from geventchat.stores.runs import RoomLines, make_run
+from geventchat.stores.roommemory import DEFAULT_BUDGET_MIB, MIB, RoomMemory
+from geventchat.stores.runs import make_run
 
 
 class MemoryHistory:
     name = "memory"
 
-    def __init__(self, keep: int) -> None:
+    def __init__(self, keep: int, *, memory: int = DEFAULT_BUDGET_MIB * MIB) -> None:
         if keep < 1:
             raise ValueError("a history store keeps at least one line per room")
         self.keep = keep
-        self.rooms: dict[str, RoomLines] = {}
+        self.rooms = RoomMemory(memory, keep, trim_current=True)
         self._recorded = 0
         self._counters = StoreCounters()
 
     @property
     def counters(self) -> StoreCounters:
         self._counters.lines_recorded = self._counters.lines_stored = self._recorded
+        self._counters.memory_seen(self.rooms)
         return self._counters
 
     def record(self, room_key: str, nick: str, texts: Sequence[str], action: bool = False) -> None:
-        lines = self.rooms.get(room_key)
-        if lines is None:
-            lines = self.rooms[room_key] = RoomLines(self.keep)
-        lines.add(make_run(self._recorded, room_key, _now(), nick, texts, action))
+        self.rooms.add(room_key, make_run(self._recorded, room_key, _now(), nick, texts, action))
         self._recorded += len(texts)
 
     def recent(self, room_key: str, count: int) -> list[Entry]:

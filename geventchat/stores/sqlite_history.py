@@ -32,6 +32,7 @@ import gevent
 from geventchat.core.history import UNAVAILABLE, Entry, HistoryUnavailable
 from geventchat.stores import sqlitedb
 from geventchat.stores.counters import StoreCounters
+from geventchat.stores.roommemory import DEFAULT_BUDGET_MIB, MIB, RoomMemory
 from geventchat.stores.runs import COUNT, FIRST_ID, ROOM, RoomLines, Run, make_run
 
 log = logging.getLogger("geventchat")
@@ -72,8 +73,9 @@ SCHEMA_STEPS = (
 
 # Lines of each room kept in memory, for the blocks of joins (--history-on-join, 20 by
 # default) without a disk read; a larger /history reads the file. Few, because a line can
-# be 4 KiB (and up to four times that as a Python string): a room full of long lines, say
-# from a fault injector, must not hold much memory.
+# be 4 KiB: a room full of long lines, say from a fault injector, must not hold much memory.
+# All rooms' caches together stay within --history-memory (stores/roommemory.py): the least
+# recently written rooms' entries go, and a join in one of them reads the file again.
 CACHE_LINES = 50
 # Seconds between writes: a kill -9 loses at most about this much (the contract: 1 s).
 FLUSH_INTERVAL = 0.5
@@ -106,7 +108,15 @@ _READ = f"SELECT {_COLUMNS[1:-1]} FROM history WHERE room_key = ? ORDER BY id DE
 class SQLiteHistory:
     name = "sqlite"
 
-    def __init__(self, path: str, keep: int, *, cache_size: int = CACHE_LINES, flush_interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(
+        self,
+        path: str,
+        keep: int,
+        *,
+        cache_size: int = CACHE_LINES,
+        flush_interval: float = FLUSH_INTERVAL,
+        memory: int = DEFAULT_BUDGET_MIB * MIB,
+    ) -> None:
         self.path = path
         self.keep = keep
         self.cache_size = max(1, min(keep, cache_size))
@@ -130,7 +140,7 @@ class SQLiteHistory:
             os.close(self._lock_file)
             raise
         self._read_lock = threading.Lock()
-        self._cache: dict[str, RoomLines] = {}
+        self._cache = RoomMemory(memory, self.cache_size)
         self._pending: deque[Run] = deque()  # appended by the loop, popped by the writer
         self._wake = threading.Event()
         self._closing = False
@@ -143,17 +153,15 @@ class SQLiteHistory:
         # and nothing iterates the queue the other side is changing.
         self._counters.lines_recorded = self._recorded
         self._counters.pending = self._recorded - self._counters.lines_stored - self._dropped
+        self._counters.memory_seen(self._cache)
         return self._counters
 
     # ------------------------------------------------------------ the event loop's side
 
     def record(self, room_key: str, nick: str, texts: Sequence[str], action: bool = False) -> None:
-        cache = self._cache.get(room_key)
-        if cache is None:
-            cache = self._cache[room_key] = RoomLines(self.cache_size)
         run = make_run(self._next_id, room_key, time.time(), nick, texts, action)
         self._next_id += len(texts)
-        cache.add(run)
+        self._cache.add(room_key, run)
         pending = self._pending
         pending.append(run)
         self._recorded += len(texts)
@@ -192,22 +200,28 @@ class SQLiteHistory:
 
     def _load(self, room_key: str) -> RoomLines:
         """Read the room's last lines from disk (in gevent's threadpool: the loop goes on)
-        and merge them with those recorded here meanwhile (the ids tell which are which)."""
+        and merge them with those recorded here meanwhile (the ids tell which are which).
+        Once a room's entry may have been evicted with lines not written yet, those are
+        taken from the queue too (before the read: a line leaves the queue once it is in
+        the file)."""
+        waiting: list[Run] = []
+        if self._cache.rooms_evicted:
+            waiting = [run for run in list(self._pending) if run[ROOM] == room_key]  # list(): one step, no switch
         try:
             rows = gevent.get_hub().threadpool.apply(self._read, (room_key, self.cache_size))
         except sqlite3.Error as exc:
             log.warning("History store (sqlite): cannot read room %s: %s", room_key, exc)
             rows = None
-        cache = self._cache.get(room_key)
-        if cache is None:
-            cache = self._cache[room_key] = RoomLines(self.cache_size)
+        cache = self._cache.room(room_key)
         if rows is None or cache.loaded:
             return cache
         known = {run[FIRST_ID] for run in cache.runs}
         merged: list[Run] = [tuple(row) for row in reversed(rows) if row[0] not in known]
+        known.update(run[FIRST_ID] for run in merged)
+        merged += [run for run in waiting if run[FIRST_ID] not in known]
         merged += cache.runs
         merged.sort(key=lambda run: run[FIRST_ID])
-        cache.replace(merged)
+        cache = self._cache.replace(room_key, merged)
         cache.loaded = True
         return cache
 
