@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
-from gevent import socket as gsocket
 from gevent.server import StreamServer
 
 from geventchat import __version__
@@ -892,25 +891,10 @@ class IrcServer:
         if not chat.per_address.acquire(address[0]):
             self._refuse(sock, address, "too many connections from your address")
             return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        except OSError:
-            pass
-        if chat.tls_context is not None:
-            try:
-                tls_sock = chat._handshake(sock, address)
-            except BaseException:
-                chat.per_address.release(address[0])
-                raise
-            if tls_sock is None:
-                chat.per_address.release(address[0])
-                return
-            sock = tls_sock
-        else:
-            # As on the chat port: the connection owns the descriptor (its reader may park).
-            sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        chat.stats.connections_accepted += 1
+        admitted = chat.admit(sock, address)  # tuned, TLS, counted: as on the chat port
+        if admitted is None:
+            return
+        sock = admitted
         session = IrcSession(sock, address, chat.hub, chat.settings, IRC_CODEC)
         connection = Reader(session, spawn=chat.spawn_handler, on_closed=self._forget)
         chat.connections.add(connection)

@@ -159,24 +159,10 @@ class ChatServer:
         if not self.per_address.acquire(address[0]):
             self._refuse(sock, address, protocol.TOO_MANY_FROM_ADDRESS, "too many connections from this address")
             return
-        _tune(sock)
-        if self.tls_context is not None:
-            try:
-                tls_sock = self._handshake(sock, address)
-            except BaseException:  # a stop killed the handshake
-                self.per_address.release(address[0])
-                raise
-            if tls_sock is None:
-                self.per_address.release(address[0])
-                return
-            sock = tls_sock
-        else:
-            # The StreamServer closes the socket it handed us when this handler returns,
-            # but a plain connection outlives its first greenlet when its reader parks: it
-            # takes the descriptor into a socket object of its own (the old one's close is
-            # then a no-op). TLS readers never park.
-            sock = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        self.stats.connections_accepted += 1
+        admitted = self.admit(sock, address)
+        if admitted is None:
+            return
+        sock = admitted
         connection = line_connection(sock, address, self.hub, self.settings, spawn=self._handlers.spawn, on_closed=self._forget)
         self.connections.add(connection)
         try:
@@ -185,6 +171,29 @@ class ChatServer:
             log.exception("Internal error while serving %s", connection.peer)
             sock.close()
             self._forget(connection)
+
+    def admit(self, sock: socket.socket, address: tuple) -> socket.socket | None:
+        """A connection that has its place (``per_address`` acquired), made ready to serve
+        on any port: tuned, through its TLS handshake when the port speaks TLS, and counted
+        as accepted. None if the handshake failed (its place is given back then)."""
+        _tune(sock)
+        if self.tls_context is None:
+            # The StreamServer closes the socket it handed us when this handler returns,
+            # but a plain connection outlives its first greenlet when its reader parks: it
+            # takes the descriptor into a socket object of its own (the old one's close is
+            # then a no-op). TLS readers never park.
+            ready: socket.socket | None = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        else:
+            try:
+                ready = self._handshake(sock, address)
+            except BaseException:  # a stop killed the handshake
+                self.per_address.release(address[0])
+                raise
+            if ready is None:
+                self.per_address.release(address[0])
+                return None
+        self.stats.connections_accepted += 1
+        return ready
 
     def _forget(self, connection: Reader) -> None:
         """A client has left, its place is free (called once by its connection, from
