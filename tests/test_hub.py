@@ -4,7 +4,7 @@ import pytest
 
 from geventchat.chat import commands, events
 from geventchat.chat.hub import Hub
-from geventchat.core import protocol
+from geventchat.core import limits, protocol
 
 
 class FakeMember:
@@ -274,3 +274,159 @@ def test_events_cross_the_bus_intact():
     back = events.Event.from_bus(event.to_bus())
     assert back.encoded("irc") == event.encoded("irc") and back.encoded("line") == event.encoded("line")
     assert events.Event.from_bus(events.raw(b"*** x\n").to_bus()).encoded("line") == b"*** x\n"
+
+
+# ------------------------------------------------------- presence in a busy room, in batches
+
+
+class Later:
+    """The hub's call_later and clock, run by hand: ``now`` moves only when a test says so."""
+
+    def __init__(self):
+        self.now = 100.0
+        self.calls = []
+
+    def call_later(self, seconds, function):
+        self.calls.append((self.now + seconds, function))
+
+    def clock(self):
+        return self.now
+
+    def run_due(self, seconds):
+        self.now += seconds
+        due = [c for c in self.calls if c[0] <= self.now]
+        self.calls = [c for c in self.calls if c[0] > self.now]
+        for _when, function in due:
+            function()
+
+
+def batching_hub():
+    later = Later()
+    return Hub(log_messages=False, call_later=later.call_later, clock=later.clock), later
+
+
+def settled(hub, later, *nicks):
+    """Members added, everything held for them sent, their lines read, the room quiet."""
+    members = []
+    for nick in nicks:
+        member = FakeMember()
+        hub.add(member, nick)
+        members.append(member)
+    later.run_due(1.0)
+    later.now += 1.0
+    for member in members:
+        member.take()
+    return members
+
+
+def test_a_lone_join_is_told_at_once_and_a_burst_goes_out_as_one_piece():
+    hub, later = batching_hub()
+    (a,) = settled(hub, later, "a")
+    b, c, d = FakeMember(), FakeMember(), FakeMember()
+    hub.add(b, "b")
+    assert a.take() == ["*** b joined lobby\n"]  # the room was quiet: at once
+    b.take()  # its welcome
+    hub.add(c, "c")
+    hub.add(d, "d")
+    assert a.take() == [] and b.take() == []  # soon after the last: held
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert a.take() == ["*** c joined lobby\n*** d joined lobby\n"]  # one piece
+    assert b.take() == ["*** c joined lobby\n*** d joined lobby\n"]
+    # each newcomer is told only what came after it, never its own join
+    assert c.take()[1:] == ["*** d joined lobby\n"]
+    assert d.take()[1:] == []
+    later.run_due(1.0)  # quiet again: the next join goes out at once
+    hub.add(FakeMember(), "e")
+    assert a.take() == ["*** e joined lobby\n"]
+
+
+def test_newcomers_in_a_batch_see_only_the_joins_after_their_own():
+    hub, later = batching_hub()
+    (a,) = settled(hub, later, "a")
+    b = FakeMember()
+    hub.add(b, "b")  # at once
+    newcomers = []
+    for nick in ("c", "d", "e"):
+        member = FakeMember()
+        hub.add(member, nick)
+        assert member.take()[0].startswith(f"*** Welcome, {nick}!")
+        newcomers.append(member)
+    c, d, e = newcomers
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert c.take() == ["*** d joined lobby\n*** e joined lobby\n"]
+    assert d.take() == ["*** e joined lobby\n"]
+    assert e.take() == []
+    assert hub.stats.lines_relayed == 1 + 3 * 2 + 2 + 1  # b's (to a), then c, d, e's (a, b; c; d)
+
+
+def test_chat_sends_what_is_held_first():
+    hub, later = batching_hub()
+    a, b = settled(hub, later, "a", "b")
+    c, d = FakeMember(), FakeMember()
+    hub.add(c, "c")  # at once
+    hub.add(d, "d")  # held
+    run(hub, b, "hello")
+    assert a.take() == ["*** c joined lobby\n", "*** d joined lobby\n", "b: hello\n"]
+    assert c.take()[1:] == ["*** d joined lobby\n", "b: hello\n"]
+    assert d.take()[1:] == ["b: hello\n"]
+    assert b.take() == ["*** c joined lobby\n", "*** d joined lobby\n"]
+    later.run_due(limits.PRESENCE_BATCH_S)  # nothing is left to send
+    assert [a.take(), b.take(), c.take(), d.take()] == [[], [], [], []]
+
+
+def test_a_member_that_leaves_is_told_what_was_held_for_it_first():
+    hub, later = batching_hub()
+    a, b = settled(hub, later, "a", "b")
+    c, d = FakeMember(), FakeMember()
+    hub.add(c, "c")  # at once
+    hub.add(d, "d")  # held
+    a.take(), b.take(), c.take(), d.take()
+    run(hub, a, "/join den")
+    assert a.take() == ["*** d joined lobby\n", "*** You are now in den\n"]
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert b.take() == ["*** d joined lobby\n*** a left lobby\n"]
+    assert d.take() == ["*** a left lobby\n"]
+
+
+def test_quits_and_renames_are_held_like_joins():
+    hub, later = batching_hub()
+    a, b, c = settled(hub, later, "a", "b", "c")
+    run(hub, b, "/nick bee")  # at once
+    assert a.take() == ["*** b is now known as bee\n"]
+    assert b.take() == ["*** You are now known as bee\n"]
+    hub.remove(c, "bye")
+    run(hub, b, "/nick bea")
+    assert b.take() == ["*** You are now known as bea\n"]  # its own reply is never held
+    assert a.take() == []
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert a.take() == ["*** c quit (bye)\n*** bee is now known as bea\n"]
+    assert b.take() == ["*** c quit (bye)\n"]
+
+
+def test_stopping_sends_what_is_held():
+    hub, later = batching_hub()
+    (a,) = settled(hub, later, "a")
+    hub.add(FakeMember(), "b")
+    hub.add(FakeMember(), "c")
+    a.take()
+    hub.begin_stop()
+    assert a.take() == ["*** c joined lobby\n"]
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert a.take() == []
+
+
+def test_catch_up_tells_a_member_its_share_now_and_not_again():
+    # The doors call catch_up before acting on a command, so that its reply comes after
+    # everything that happened in the member's room before it.
+    hub, later = batching_hub()
+    a, b = settled(hub, later, "a", "b")
+    hub.add(FakeMember(), "c")  # at once
+    a.take(), b.take()
+    hub.add(FakeMember(), "d")  # held
+    hub.catch_up(a)
+    assert a.take() == ["*** d joined lobby\n"]
+    assert b.take() == []
+    hub.add(FakeMember(), "e")  # held too
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert a.take() == ["*** e joined lobby\n"]
+    assert b.take() == ["*** d joined lobby\n*** e joined lobby\n"]

@@ -468,6 +468,24 @@ def test_presence_lines(server, clients):
     a.expect_nothing()
 
 
+def test_a_burst_of_joins_reaches_each_member_once_in_order(server, clients):
+    # Joins that come close together go out in batches (a busy room's presence is held
+    # up to limits.PRESENCE_BATCH_S): what each member reads is the same as one by one.
+    first = clients(server)
+    burst = [clients(server) for _ in range(40)]  # each has read its welcome
+    last = burst[-1]
+    last.send("here")
+    before, line = first.until(lambda line: not line.startswith("*** "))
+    assert line == f"{last.nick}: here"
+    assert before == [f"*** {c.nick} joined lobby" for c in burst]
+    for i, member in enumerate(burst[:-1]):
+        before, line = member.until(lambda line: not line.startswith("*** "))
+        assert line == f"{last.nick}: here"
+        assert before == [f"*** {c.nick} joined lobby" for c in burst[i + 1 :]], member.nick
+    for member in [first, *burst]:
+        member.expect_nothing()
+
+
 def test_no_presence(start_server, clients):
     server = start_server("--no-presence")
     a = clients(server)

@@ -71,6 +71,7 @@ class ClusterHub(Hub):
         # "*** Server shutting down" is the last thing our members hear: the other processes'
         # lines (such as the quits of a --workers sibling stopping at the same time) are no
         # longer handed to them. What they leave is still published.
+        super().begin_stop()
         self._stopping = True
 
     # ------------------------------------------------------------------- outgoing

@@ -14,6 +14,7 @@ thousand members returns without waiting for any of them. What happens in a room
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -47,8 +48,12 @@ class Member(Protocol):
     def deliver(self, data: bytes) -> None: ...
 
 
+# A presence event held back (``Hub.call_later``): the event, and the member not to tell.
+Held = tuple[events.Event, "Member | None"]
+
+
 class Room:
-    __slots__ = ("name", "key", "members", "groups")
+    __slots__ = ("name", "key", "members", "groups", "held", "told", "presence_due")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -58,6 +63,11 @@ class Room:
         # The same members grouped by encoding, each with the callable its bytes go to: a
         # relay encodes once per group and calls the callables (the hot path).
         self.groups: dict[str, dict[Member, Callable[[bytes], None]]] = {}
+        # Presence lines gathered to go out together (Hub.deliver_local), in order; None:
+        # none held. Until presence_due (Hub.clock) the next one is held too.
+        self.held: list[Held] | None = None
+        self.told: dict[Member, int] = {}  # members told the first N of ``held`` already
+        self.presence_due = 0.0
 
     def __repr__(self) -> str:
         return f"<Room {self.name} ({len(self.members)})>"
@@ -82,6 +92,8 @@ class Hub:
         log_messages: bool = True,
         history: HistoryStore | None = None,
         history_on_join: int = DEFAULT_REQUEST,
+        call_later: Callable[[float, Callable[[], None]], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.presence = presence  # tell line and web users about joins, parts, renames, quits
         self.log_messages = log_messages  # one console line per chat message relayed
@@ -94,6 +106,11 @@ class Hub:
         # Set while the connections may read; cleared while the hub cannot keep up with input
         # it must not refuse (a cluster's bus), bounded. None: always open.
         self.input_gate: gevent.event.Event | None = None
+        # How the hub runs something later on the server's loop (the assembly gives
+        # gevent's); with it, a busy room's presence lines go out in batches
+        # (limits.PRESENCE_BATCH_S). None: every line at once.
+        self.call_later = call_later
+        self.clock = clock
 
     # ------------------------------------------------------------------ membership
 
@@ -255,7 +272,9 @@ class Hub:
         if protocol.fold(name) in member.rooms:  # type: ignore[attr-defined]
             return None
         room = self._enter(member, name)
-        self.to_room(room, self._event(events.JOIN, member, room.name))
+        event = self._event(events.JOIN, member, room.name)
+        self.deliver_event(member, event)  # at once: its client lists the channel's names next
+        self.to_room(room, event, member)
         return room
 
     def part(self, member: Member, room: Room, reason: str = "") -> None:
@@ -301,6 +320,8 @@ class Hub:
         room = room or member.room
         if room is None:
             return
+        if room.held:
+            self._tell_held(member, room)  # it was there for them
         room.members.pop(member, None)
         self._ungroup(member, room)
         rooms = getattr(member, "rooms", None)
@@ -431,11 +452,30 @@ class Hub:
 
         This is the single way lines reach local members of a room; a message bus linking
         several server processes calls it for events that arrive from the others.
+
+        Presence (joins, parts, quits, renames) may be held a moment to go out with the
+        next ones (``call_later``, limits.PRESENCE_BATCH_S); anything else sends what is
+        held first, so that every member sees the room's events in the order they came.
         """
         if room is None:
             return
         if isinstance(event, bytes):
             event = events.raw(event)
+        if event.kind in events.PRESENCE and self.call_later is not None:
+            if room.held is not None:
+                room.held.append((event, exclude))
+                return
+            now = self.clock()
+            if now < room.presence_due:
+                room.held = [(event, exclude)]
+                self.call_later(room.presence_due - now, lambda: self.send_held(room))
+                return
+            room.presence_due = now + limits.PRESENCE_BATCH_S
+        elif room.held:
+            self.send_held(room)
+        self._deliver_now(room, event, exclude)
+
+    def _deliver_now(self, room: Room, event: events.Event, exclude: Member | None) -> None:
         stats = self.stats
         for encoding, group in room.groups.items():
             data = event.encoded(encoding)
@@ -447,17 +487,83 @@ class Hub:
                 if recipient is not exclude:
                     put(data)
 
+    def send_held(self, room: Room) -> None:
+        """Send the presence lines held for ``room``: one piece per member, each member
+        told only what happened after it entered and not what it did itself."""
+        held = room.held
+        if held is None:
+            return
+        room.held = None
+        room.presence_due = self.clock() + limits.PRESENCE_BATCH_S
+        told, room.told = room.told, {}
+        # Members that need their own cut: those that joined or acted in this batch, and
+        # those told a part of it already.
+        own = {exclude for _event, exclude in held if exclude is not None}
+        own.update(told)
+        stats = self.stats
+        for encoding, group in room.groups.items():
+            pieces = [event.encoded(encoding) for event, _exclude in held]
+            whole = b"".join(pieces)
+            if not whole:
+                continue
+            lines = whole.count(b"\n")
+            for recipient, put in group.items():
+                if recipient in own:
+                    data = self._cut(recipient, held, pieces, told.get(recipient, 0))
+                    if data:
+                        stats.lines_relayed += data.count(b"\n")
+                        put(data)
+                else:
+                    stats.lines_relayed += lines
+                    put(whole)
+
+    @staticmethod
+    def _cut(member: Member, held: list[Held], pieces: list[bytes], start: int = 0) -> bytes:
+        """What of ``held[start:]`` ``member`` is told: what came after its own (last)
+        join, but not its own doings."""
+        for i in range(len(held) - 1, start - 1, -1):
+            event, exclude = held[i]
+            if exclude is member and event.kind == events.JOIN:
+                start = i + 1
+                break
+        return b"".join(pieces[i] for i in range(start, len(held)) if held[i][1] is not member)
+
+    def catch_up(self, member: Member) -> None:
+        """Tell ``member`` now what is held for it (its command's reply comes next, after
+        everything that happened in its rooms before it)."""
+        for room in rooms_of(member):
+            if room.held:
+                self._tell_held(member, room)
+
+    def _tell_held(self, member: Member, room: Room) -> None:
+        """Tell ``member`` its part of what ``room`` holds, now (it leaves the room, or
+        waits for a reply)."""
+        held = room.held or []
+        start = room.told.get(member, 0)
+        room.told[member] = len(held)
+        for encoding, group in room.groups.items():
+            put = group.get(member)
+            if put is not None:
+                pieces = [b""] * start + [event.encoded(encoding) for event, _exclude in held[start:]]
+                data = self._cut(member, held, pieces, start)
+                if data:
+                    self.stats.lines_relayed += data.count(b"\n")
+                    put(data)
+                return
+
     def deliver_rooms_local(self, rooms: list[Room], event: events.Event, exclude: Member | None = None) -> None:
         if len(rooms) == 1:
             self.deliver_local(rooms[0], event, exclude)
             return
+        for room in rooms:  # told at once (once to each member): what was held goes first
+            self.send_held(room)
         everyone: dict[str, dict[Member, Callable[[bytes], None]]] = {}
         for room in rooms:
             for encoding, group in room.groups.items():
                 everyone.setdefault(encoding, {}).update(group)
         union = Room("")
         union.groups = everyone
-        self.deliver_local(union, event, exclude)
+        self._deliver_now(union, event, exclude)
 
     def broadcast(self, data: bytes) -> None:
         """Queue ``data`` for every member in every room (server notices)."""
@@ -465,7 +571,10 @@ class Hub:
             member.deliver(data)
 
     def begin_stop(self) -> None:
-        """The server is stopping: every member is being told so and sent away."""
+        """The server is stopping: every member is being told so and sent away (after
+        the presence lines held for it)."""
+        for room in list(self.rooms.values()):
+            self.send_held(room)
 
     # ------------------------------------------------------------------- listings
 

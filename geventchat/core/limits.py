@@ -66,6 +66,15 @@ WHO_NAMES_PER_LINE = 50
 # its greenlet and only frees those that are really idle.
 PARK_AFTER = 2.0
 
+# Presence in a busy room: after a room's presence line (a join, part, quit or rename) has
+# gone out, further ones within this many seconds are gathered and go out together, one
+# piece per member, when it has passed. A lone join is told at once; a connect storm (a
+# server restart, a class logging in) costs one write per member per 100 ms instead of
+# one per member per join (5,000 clients connecting with presence on: 7.3 s -> 1.35 s;
+# 20 ms gave 3.8 s). Nothing else is held: chat, and a command's reply, send the
+# gathered lines on first, so that every member still sees its room's events in order.
+PRESENCE_BATCH_S = 0.1
+
 # Seconds that a stop (SIGINT/SIGTERM) waits for pending output to reach the clients
 # before closing their sockets anyway. The contract promises an exit within 10 s.
 SHUTDOWN_TIMEOUT = 5.0

@@ -107,6 +107,7 @@ class LineCodec:
             if batch:
                 hub.chat_lines(session, batch)
                 batch = []
+            hub.catch_up(session)  # a reply comes after what happened in its room before
             if kind is protocol.Command:
                 commands.dispatch(hub, session, request)  # type: ignore[arg-type]
             elif kind is protocol.Invalid:

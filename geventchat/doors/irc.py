@@ -219,6 +219,7 @@ class IrcSession(Session):
         return None
 
     def _act_one(self, message: irc.Message | irc.InputTooLong | irc.ParseError) -> protocol.Quit | None:
+        self.hub.catch_up(self)  # a reply comes after what happened in its channels before
         if message.__class__ is irc.InputTooLong:
             self._stats.lines_too_long += 1
             self.reply(irc.ERR_INPUTTOOLONG, "Input line was too long")

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
 
@@ -54,6 +55,18 @@ log = logging.getLogger("geventchat")
 REFUSAL_TIMEOUT = 1.0
 
 
+def call_later(seconds: float, function: Callable[[], None]) -> None:
+    """Run ``function`` once, ``seconds`` from now, as a callback of gevent's loop (no
+    greenlet: it must not block)."""
+    timer = gevent.get_hub().loop.timer(seconds)
+
+    def fire() -> None:
+        timer.close()
+        function()
+
+    timer.start(fire)
+
+
 class ChatServer:
     def __init__(
         self,
@@ -70,6 +83,8 @@ class ChatServer:
         # A cluster.ClusterHub links this process to others; a listening socket may be given
         # ready-made (--workers: one SO_REUSEPORT socket per worker process).
         self.hub = hub or Hub(presence=self.settings.presence, log_messages=self.settings.log_messages)
+        if self.hub.call_later is None:
+            self.hub.call_later = call_later  # on this loop: a busy room's presence goes out in batches
         self.connections: set[Reader] = set()  # one per client, whatever its door
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
         self._listener = StreamServer(  # type: ignore[call-overload]  # gevent's stubs want its own socket type
