@@ -430,3 +430,16 @@ def test_catch_up_tells_a_member_its_share_now_and_not_again():
     later.run_due(limits.PRESENCE_BATCH_S)
     assert a.take() == ["*** e joined lobby\n"]
     assert b.take() == ["*** d joined lobby\n*** e joined lobby\n"]
+
+
+def test_taking_a_name_shows_its_holders_rename_before_ones_own():
+    hub, later = batching_hub()
+    holder, taker, other = settled(hub, later, "alice", "bob", "carol")
+    holder.address = ("127.0.0.1", 44376)
+    run(hub, other, "/nick carla")  # at once: the room is busy from here
+    taker.take(), holder.take(), other.take()
+    hub.take_nick(taker, "alice")
+    assert taker.take() == ["*** alice is now known as 44376\n", "*** You are now known as alice\n"]
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert other.take() == ["*** alice is now known as 44376\n*** bob is now known as alice\n"]
+    assert holder.take()[-1:] == ["*** bob is now known as alice\n"]

@@ -207,6 +207,7 @@ class Hub:
         holder = self.members.get(protocol.fold(nick))
         if holder is not None and holder is not member:
             self.evict(holder, nick)
+            self.catch_up(member)  # the holder's rename first, then its own
         self.rename(member, nick)
 
     def free_for_login(self, member: Member, nick: str) -> None:
@@ -296,6 +297,8 @@ class Hub:
         if room is None:
             room = self.rooms[key] = Room(name)
         room.members[member] = None
+        if room.held is not None:
+            room.told[member] = len(room.held)  # what is held happened before it came
         self._group(member, room)
         rooms = getattr(member, "rooms", None)
         if rooms is None:
