@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geventchat.core import protocol
-from geventchat.core.protocol import Chat, Command, Invalid, LineFramer, LineTooLong, Quit
+from geventchat.core.protocol import Chat, Command, Invalid, LineFramer, LineTooLong, Quit, decode_line
 
 
 def feed_all(framer, chunks):
@@ -120,6 +120,38 @@ def test_any_split_of_a_stream_gives_the_same_events(data_and_pieces, max_line):
     assert split == feed_all(LineFramer(max_line), one_byte_at_a_time(data))
 
 
+def reference_events(data: bytes, max_line: int) -> list:
+    """What a framer must make of a whole stream, line by line (the slow, plain way)."""
+    *lines, _unfinished = data.split(b"\n")
+    events = []
+    for raw in lines:
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        events.append(LineTooLong(len(raw)) if len(raw) > max_line else decode_line(raw))
+    return events
+
+
+ascii_streams = st.lists(
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=126, min_codepoint=32), max_size=60).map(str.encode),
+        st.sampled_from([b"\n", b"\n", b"\t", b"\r\n", b"\r", b"\x1b[31m", b"\x7f", b"\x00", "\u00e9".encode()]),
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ascii_streams, st.data(), st.sampled_from([8, 64, 4096]))
+def test_chunks_of_plain_ascii_give_what_line_by_line_decoding_gives(data, draw, max_line):
+    # Mostly printable ASCII: chunks without controls take the framer's fast path, the
+    # others the line-by-line one; together they must give exactly the reference lines.
+    cuts = sorted(draw.draw(st.lists(st.integers(0, len(data)), max_size=8)))
+    framer, events, last = LineFramer(max_line), [], 0
+    for cut in [*cuts, len(data)]:
+        events += framer.receive_data(data[last:cut])
+        last = cut
+    assert events == reference_events(data, max_line)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_no_control_character_survives_sanitising(text):
@@ -226,3 +258,23 @@ def test_help_lists_every_command():
 )
 def test_classify_server_lines(line, kind, nick, text):
     assert protocol.classify(line) == protocol.ServerLine(kind, nick, text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(), st.sampled_from(["exit", " exit ", "/nick a", "//x", "", "  ", "\t", "hello", "an exit"])))
+def test_plain_chat_is_what_parse_line_reads_as_that_chat_line(text):
+    # The relay skips parse_line for lines is_plain_chat passes: they must be exactly
+    # the chat lines parse_line would make, and the usual chat line must pass.
+    if protocol.is_plain_chat(text):
+        assert protocol.parse_line(text) == Chat(text)
+    else:
+        assert protocol.parse_line(text) != Chat(text) or "exit" in text
+
+
+def test_plain_chat_takes_the_usual_line_and_leaves_the_rest_to_parse_line():
+    assert protocol.is_plain_chat("hello there")
+    assert not protocol.is_plain_chat("exit")
+    assert not protocol.is_plain_chat(" exit")
+    assert not protocol.is_plain_chat("/me waves")
+    assert not protocol.is_plain_chat("")
+    assert not protocol.is_plain_chat("   ")

@@ -98,7 +98,11 @@ class LineCodec:
         """
         batch: list[str] = []
         hub = session.hub
+        plain_chat = protocol.is_plain_chat
         for event in events:
+            if event.__class__ is str and plain_chat(event):
+                batch.append(event)
+                continue
             request = protocol.parse_line(event) if event.__class__ is str else event
             kind: type = request.__class__
             if kind is protocol.Chat:
