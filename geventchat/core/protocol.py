@@ -240,7 +240,10 @@ Request = Union[Chat, Quit, Command, Invalid]
 def is_plain_chat(text: str) -> bool:
     """True when ``parse_line(text)`` is ``Chat(text)``: not a command, not blank, not an
     exit. The relay's fast path: a chat line is checked without making a ``Chat``."""
-    return text[:1] != "/" and "exit" not in text and not text.isspace() and text != ""
+    return text[:1] != "/" and text.strip() not in _NOT_CHAT
+
+
+_NOT_CHAT = ("", "exit")  # a line that strips to one of these is blank or an exit
 
 
 def parse_line(text: str) -> Request | None:
