@@ -239,6 +239,12 @@ def test_reply_formats():
     assert protocol.line_too_long(4096).startswith(b"*** Error: line too long")
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(), max_size=5))
+def test_chat_lines_are_chat_line_for_each_text_in_one_piece(texts):
+    assert protocol.chat_lines("bob", texts) == b"".join(protocol.chat_line("bob", text) for text in texts)
+
+
 def test_help_lists_every_command():
     text = b"".join(protocol.help_lines()).decode()
     for name in protocol.COMMAND_SPECS:

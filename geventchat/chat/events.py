@@ -108,7 +108,7 @@ def encode_line(event: Event) -> bytes:
         texts = event.texts
         if len(texts) == 1:
             return protocol.chat_line(nick, texts[0])
-        return b"".join([protocol.chat_line(nick, text) for text in texts])
+        return protocol.chat_lines(nick, texts)
     if kind == ACTION:
         return protocol.action_line(nick, event.texts[0])
     if kind == PRIVATE or kind == PRIVATE_NOTICE:

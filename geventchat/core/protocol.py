@@ -305,6 +305,14 @@ def chat_line(nick: str, text: str) -> bytes:
     return f"{nick}: {text}\n".encode()
 
 
+def chat_lines(nick: str, texts: list[str] | tuple[str, ...]) -> bytes:
+    """``chat_line`` for each text, in one piece (one join and one encode for them all)."""
+    if not texts:
+        return b""
+    head = f"{nick}: "
+    return (head + f"\n{head}".join(texts) + "\n").encode()
+
+
 def action_line(nick: str, text: str) -> bytes:
     return f"* {nick} {text}\n".encode()
 
