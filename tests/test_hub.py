@@ -427,8 +427,11 @@ def test_catch_up_tells_a_member_its_share_now_and_not_again():
     assert a.take() == ["*** d joined lobby\n"]
     assert b.take() == []
     hub.add(FakeMember(), "e")  # held too
-    later.run_due(limits.PRESENCE_BATCH_S)
+    hub.catch_up(a)  # only what it was not told yet
+    hub.catch_up(a)  # nothing new
     assert a.take() == ["*** e joined lobby\n"]
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert a.take() == []
     assert b.take() == ["*** d joined lobby\n*** e joined lobby\n"]
 
 

@@ -521,15 +521,15 @@ class Hub:
                     put(whole)
 
     @staticmethod
-    def _cut(member: Member, held: list[Held], pieces: list[bytes], start: int = 0) -> bytes:
+    def _cut(member: Member, held: list[Held], pieces: list[bytes], start: int = 0, offset: int = 0) -> bytes:
         """What of ``held[start:]`` ``member`` is told: what came after its own (last)
-        join, but not its own doings."""
+        join, but not its own doings. ``pieces[i - offset]`` is ``held[i]`` encoded."""
         for i in range(len(held) - 1, start - 1, -1):
             event, exclude = held[i]
             if exclude is member and event.kind == events.JOIN:
                 start = i + 1
                 break
-        return b"".join(pieces[i] for i in range(start, len(held)) if held[i][1] is not member)
+        return b"".join(pieces[i - offset] for i in range(start, len(held)) if held[i][1] is not member)
 
     def catch_up(self, member: Member) -> None:
         """Tell ``member`` now what is held for it (its command's reply comes next, after
@@ -544,11 +544,14 @@ class Hub:
         held = room.held or []
         start = room.told.get(member, 0)
         room.told[member] = len(held)
+        if start == len(held):
+            return  # told everything already (a storm's commands come here often)
         for encoding, group in room.groups.items():
             put = group.get(member)
             if put is not None:
-                pieces = [b""] * start + [event.encoded(encoding) for event, _exclude in held[start:]]
-                data = self._cut(member, held, pieces, start)
+                # Only the part not told yet is encoded.
+                pieces = [event.encoded(encoding) for event, _exclude in held[start:]]
+                data = self._cut(member, held, pieces, start, offset=start)
                 if data:
                     self.stats.lines_relayed += data.count(b"\n")
                     put(data)

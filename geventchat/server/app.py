@@ -44,6 +44,7 @@ from geventchat.server.binding import (
     port_clash,
 )
 from geventchat.server.memory import MemoryTrimmer
+from geventchat.stores.memory import MemoryHistory
 from geventchat.stores.roommemory import DEFAULT_BUDGET_MIB, MIB
 from geventchat.stores.sqlitedb import StoreError
 
@@ -88,7 +89,15 @@ class ChatServer:
         self.connections: set[Reader] = set()  # one per client, whatever its door
         self._handlers = gevent.pool.Group()  # one greenlet per connection (the reader)
         self._listener = StreamServer(  # type: ignore[call-overload]  # gevent's stubs want its own socket type
-            listener or (host, port), self._handle, spawn=self._handlers.spawn, backlog=None if listener else LISTEN_BACKLOG
+            listener or (host, port), self._handle, spawn=self._run_handler, backlog=None if listener else LISTEN_BACKLOG
+        )
+        # A plain connection whose start cannot wait (no TLS handshake; a hub of this process
+        # alone, whose history, if any, is in memory) is admitted in the accept callback
+        # itself, without a greenlet of its own: a new greenlet costs about 20 us and a
+        # fresh 16 KiB Python data stack (an mmap and a munmap), most of a connect storm.
+        history = self.hub.history
+        self._admit_inline = (
+            tls_context is None and type(self.hub) is Hub and (history is None or isinstance(history, MemoryHistory))
         )
         self._stopping = False
         self.per_address = AddressCounts(self.settings.max_per_ip)  # --max-per-ip, for every port
@@ -164,6 +173,28 @@ class ChatServer:
         self.hub.close_history()  # nothing relayed is missing from the store after the next line
         lifecycle.info("Server stopped")
 
+    def _run_handler(
+        self, run: Callable[..., None], handle: Callable[..., None], close: Callable[..., None], args: tuple
+    ) -> None:
+        """How the listener runs ``handle`` for an accepted connection (gevent calls this
+        with its wrapper ``run``, which closes the accepted socket object afterwards): in a
+        greenlet of the server's group, or, for a connection admitted at once and whose
+        start cannot wait (``_admit_inline``), right here in the loop's accept callback.
+        A refusal (it waits, bounded, for the refusal line to go out) always gets a greenlet."""
+        sock, address = args
+        if (
+            self._admit_inline
+            and not self._stopping
+            and len(self.connections) < self.settings.max_clients
+            and self.per_address.acquire(address[0])
+        ):
+            try:
+                self._serve_admitted(sock, address)
+            finally:
+                close(*args)
+            return
+        self._handlers.spawn(run, handle, close, args)
+
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         if self._stopping:
             sock.close()
@@ -174,6 +205,10 @@ class ChatServer:
         if not self.per_address.acquire(address[0]):
             self._refuse(sock, address, protocol.TOO_MANY_FROM_ADDRESS, "too many connections from this address")
             return
+        self._serve_admitted(sock, address)
+
+    def _serve_admitted(self, sock: socket.socket, address: tuple) -> None:
+        """Serve a connection that has its place (``per_address`` acquired)."""
         admitted = self.admit(sock, address)
         if admitted is None:
             return
