@@ -27,10 +27,11 @@ LINE_RE = re.compile(r"^\*\*\* \[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\] (.*)$")
 END = "*** End of recent messages"
 
 
-def read_block(client: ChatClient, room: str) -> list[str]:
-    """The next lines must be a block for ``room``; its lines without their time stamps
-    (each time checked: UTC, the last minute)."""
-    head = client.line()
+def read_block(client: ChatClient, room: str, head: str | None = None) -> list[str]:
+    """The next lines (after ``head``, the first one when read already) must be a block
+    for ``room``; its lines without their time stamps (each time checked: UTC, the last
+    minute)."""
+    head = client.line() if head is None else head
     match = re.fullmatch(rf"\*\*\* Recent messages in {re.escape(room)} \((\d+)\):", head)
     assert match, f"not a block start: {head!r}"
     body = []
@@ -494,8 +495,21 @@ def test_workers_share_the_history_through_redis(start_server, clients, redis_se
     group = connect_over_both(server, redis_server, clients, 6)  # members on both workers
     sender = group[0]
     sender.send(*[f"kept {i}" for i in range(50)], "/me is done")
+    expected = [f"{sender.nick}: kept {i}" for i in range(50)] + [f"* {sender.nick} is done"]
     for member in group[1:]:
         member.until(lambda line: line == f"* {sender.nick} is done", timeout=10)
-        member.send("/history 51")
-        assert read_block(member, "lobby") == [f"{sender.nick}: kept {i}" for i in range(50)] + [f"* {sender.nick} is done"]
+        # The lines reach members before they are written (at least once a second, in
+        # batches): a member on the other worker may ask before the sender's worker wrote.
+        deadline = time.monotonic() + 5
+        while True:
+            member.send("/history 51")
+            head = member.line()
+            if head != "*** No messages in lobby yet":
+                block = read_block(member, "lobby", head)
+                if block == expected or time.monotonic() > deadline:
+                    break
+            elif time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert head != "*** No messages in lobby yet" and block == expected
     assert server.stop() == 0
