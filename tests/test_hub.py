@@ -446,3 +446,16 @@ def test_taking_a_name_shows_its_holders_rename_before_ones_own():
     later.run_due(limits.PRESENCE_BATCH_S)
     assert other.take() == ["*** alice is now known as 44376\n*** bob is now known as alice\n"]
     assert holder.take()[-1:] == ["*** bob is now known as alice\n"]
+
+
+def test_a_batch_goes_out_when_it_is_full():
+    hub, later = batching_hub()
+    (a,) = settled(hub, later, "a")
+    hub.add(FakeMember(), "first")  # at once
+    a.take()
+    for n in range(limits.PRESENCE_BATCH_MAX - 1):
+        hub.add(FakeMember(), f"n{n}")
+    assert a.take() == []
+    hub.add(FakeMember(), "last")  # the batch is full: out now, before its time
+    (piece,) = a.take()
+    assert piece.count("\n") == limits.PRESENCE_BATCH_MAX and piece.endswith("*** last joined lobby\n")

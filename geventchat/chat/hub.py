@@ -465,8 +465,11 @@ class Hub:
         if isinstance(event, bytes):
             event = events.raw(event)
         if event.kind in events.PRESENCE and self.call_later is not None:
-            if room.held is not None:
-                room.held.append((event, exclude))
+            held = room.held
+            if held is not None:
+                held.append((event, exclude))
+                if len(held) >= limits.PRESENCE_BATCH_MAX:
+                    self.send_held(room)  # the newcomers' own cuts grow with the square
                 return
             now = self.clock()
             if now < room.presence_due:
