@@ -24,10 +24,18 @@ from collections.abc import Callable, Iterable
 
 import gevent
 
+from geventchat.core import protocol
+
 log = logging.getLogger("geventchat")
 
 IDLE_TIMEOUT_REASON = "idle timeout"
 LINE_TIMEOUT_REASON = "line timeout"
+
+# Why a new connection is refused (``ChatServer.admission``, for every door), in the
+# console's words, and the line a line or web client is sent for it.
+SERVER_FULL_REASON = "server full"
+PER_ADDRESS_REASON = "too many connections from this address"
+REFUSAL_LINES = {SERVER_FULL_REASON: protocol.SERVER_FULL, PER_ADDRESS_REASON: protocol.TOO_MANY_FROM_ADDRESS}
 
 # Bounds of the sweeper's period: often enough for a timeout to fire soon after it is
 # due, rarely enough that walking 10,000 connections costs nothing noticeable.

@@ -32,6 +32,7 @@ from geventchat.chat import events
 from geventchat.chat.hub import HubError, Room
 from geventchat.core import irc, limits, protocol
 from geventchat.core.history import MAX_REQUEST, Entry, stamp
+from geventchat.doors import guard
 from geventchat.doors.codec import LINE_CODEC
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import Session, describe_peer
@@ -829,6 +830,13 @@ class _Framer:
 # ---------------------------------------------------------------------------- listener
 
 
+# A refusal (guard's reasons) as the IRC client reads it in its ERROR line.
+IRC_REFUSALS = {
+    guard.SERVER_FULL_REASON: "server full",
+    guard.PER_ADDRESS_REASON: "too many connections from your address",
+}
+
+
 class IrcServer:
     """The ``--irc-port`` listener, serving for a ``ChatServer`` (its hub, settings, limits,
     connection set and handler group: a stop ends IRC clients as it ends the others)."""
@@ -893,11 +901,9 @@ class IrcServer:
         if chat.stopping:
             sock.close()
             return
-        if len(chat.connections) >= chat.settings.max_clients:
-            self._refuse(sock, address, "server full")
-            return
-        if not chat.per_address.acquire(address[0]):
-            self._refuse(sock, address, "too many connections from your address")
+        refusal = chat.admission(address)
+        if refusal is not None:
+            self._refuse(sock, address, IRC_REFUSALS[refusal])
             return
         admitted = chat.admit(sock, address)  # tuned, TLS, counted: as on the chat port
         if admitted is None:

@@ -39,6 +39,7 @@ from geventchat.core.webproto import (
     load_static,
     text_frame,
 )
+from geventchat.doors import guard
 from geventchat.doors.codec import LineCodec
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import Session, describe_peer
@@ -113,6 +114,10 @@ class WebSocketCodec(LineCodec):
 
 class _HttpGone(Exception):
     """Thrown into an HTTP-phase greenlet when the web listener closes."""
+
+
+# A refusal (guard's reasons) as the reason of the WebSocket close frame.
+WEB_CLOSE_REASONS = {guard.SERVER_FULL_REASON: "server full", guard.PER_ADDRESS_REASON: "too many connections"}
 
 
 class WebServer:
@@ -196,16 +201,11 @@ class WebServer:
         if chat.stopping:
             self._refuse(sock, upgrade, protocol.SHUTTING_DOWN, "server stopping", CLOSE_GOING_AWAY)
             return
-        if len(chat.connections) >= chat.settings.max_clients:
+        refusal = chat.admission(address)  # --max-clients and --max-per-ip, shared with TCP
+        if refusal is not None:
             chat.stats.connections_refused += 1
-            log.info("Refused connection from %s (server full)", peer)
-            self._refuse(sock, upgrade, protocol.SERVER_FULL, "server full", CLOSE_TRY_AGAIN_LATER)
-            return
-        per_address = chat.per_address  # --max-per-ip, shared with TCP
-        if not per_address.acquire(address[0]):
-            chat.stats.connections_refused += 1
-            log.info("Refused connection from %s (too many connections from this address)", peer)
-            self._refuse(sock, upgrade, protocol.TOO_MANY_FROM_ADDRESS, "too many connections", CLOSE_TRY_AGAIN_LATER)
+            log.info("Refused connection from %s (%s)", peer, refusal)
+            self._refuse(sock, upgrade, guard.REFUSAL_LINES[refusal], WEB_CLOSE_REASONS[refusal], CLOSE_TRY_AGAIN_LATER)
             return
         try:
             chat.stats.connections_accepted += 1
@@ -224,7 +224,7 @@ class WebServer:
             finally:
                 chat.connections.discard(connection)
         finally:
-            per_address.release(address[0])
+            chat.per_address.release(address[0])  # --max-per-ip, shared with TCP
 
     def _serve_http(self, sock: socket.socket, peer: str) -> Upgrade | None:
         """Answer HTTP requests until the connection closes or becomes a WebSocket."""

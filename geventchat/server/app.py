@@ -26,12 +26,12 @@ from gevent.server import StreamServer
 
 from geventchat import __version__
 from geventchat.chat.hub import Hub
-from geventchat.core import limits, protocol
+from geventchat.core import limits
 from geventchat.core.config import Settings
 from geventchat.core.history import DEFAULT_KEEP, DEFAULT_REQUEST
 from geventchat.doors import tls
 from geventchat.doors.connection import line_connection
-from geventchat.doors.guard import AddressCounts, Sweeper
+from geventchat.doors.guard import PER_ADDRESS_REASON, REFUSAL_LINES, SERVER_FULL_REASON, AddressCounts, Sweeper
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import describe_peer
 from geventchat.server.accountsetup import open_accounts
@@ -181,31 +181,38 @@ class ChatServer:
         greenlet of the server's group, or, for a connection admitted at once and whose
         start cannot wait (``_admit_inline``), right here in the loop's accept callback.
         A refusal (it waits, bounded, for the refusal line to go out) always gets a greenlet."""
-        sock, address = args
-        if (
-            self._admit_inline
-            and not self._stopping
-            and len(self.connections) < self.settings.max_clients
-            and self.per_address.acquire(address[0])
-        ):
-            try:
-                self._serve_admitted(sock, address)
-            finally:
-                close(*args)
+        if not self._admit_inline or self._stopping:
+            self._handlers.spawn(run, handle, close, args)
             return
-        self._handlers.spawn(run, handle, close, args)
+        sock, address = args
+        refusal = self.admission(address)
+        if refusal is not None:
+            self._handlers.spawn(run, self._refuse, close, (sock, address, REFUSAL_LINES[refusal], refusal))
+            return
+        try:
+            self._serve_admitted(sock, address)
+        finally:
+            close(*args)
 
     def _handle(self, sock: socket.socket, address: tuple) -> None:
         if self._stopping:
             sock.close()
             return
-        if len(self.connections) >= self.settings.max_clients:
-            self._refuse(sock, address, protocol.SERVER_FULL, "server full")
-            return
-        if not self.per_address.acquire(address[0]):
-            self._refuse(sock, address, protocol.TOO_MANY_FROM_ADDRESS, "too many connections from this address")
+        refusal = self.admission(address)
+        if refusal is not None:
+            self._refuse(sock, address, REFUSAL_LINES[refusal], refusal)
             return
         self._serve_admitted(sock, address)
+
+    def admission(self, address: tuple) -> str | None:
+        """None if a new connection from ``address``, on any port, has its place (its
+        ``per_address`` count is taken), else why it is refused: ``SERVER_FULL_REASON`` or
+        ``PER_ADDRESS_REASON`` (each door says it in its own words)."""
+        if len(self.connections) >= self.settings.max_clients:
+            return SERVER_FULL_REASON
+        if not self.per_address.acquire(address[0]):
+            return PER_ADDRESS_REASON
+        return None
 
     def _serve_admitted(self, sock: socket.socket, address: tuple) -> None:
         """Serve a connection that has its place (``per_address`` acquired)."""
