@@ -502,8 +502,8 @@ class Hub:
         room.held = None
         room.presence_due = self.clock() + limits.PRESENCE_BATCH_S
         told, room.told = room.told, {}
-        # Members that need their own cut: those that joined or acted in this batch, and
-        # those told a part of it already.
+        # Members that need their own cut: those that acted in this batch, and those that
+        # entered during it or were told a part of it already (``told``).
         own = {exclude for _event, exclude in held if exclude is not None}
         own.update(told)
         stats = self.stats
@@ -525,13 +525,9 @@ class Hub:
 
     @staticmethod
     def _cut(member: Member, held: list[Held], pieces: list[bytes], start: int = 0, offset: int = 0) -> bytes:
-        """What of ``held[start:]`` ``member`` is told: what came after its own (last)
-        join, but not its own doings. ``pieces[i - offset]`` is ``held[i]`` encoded."""
-        for i in range(len(held) - 1, start - 1, -1):
-            event, exclude = held[i]
-            if exclude is member and event.kind == events.JOIN:
-                start = i + 1
-                break
+        """What of ``held[start:]`` ``member`` is told: not its own doings. ``start`` is
+        ``room.told``'s mark: where it entered (``_enter``) or what it was told already.
+        ``pieces[i - offset]`` is ``held[i]`` encoded."""
         return b"".join(pieces[i - offset] for i in range(start, len(held)) if held[i][1] is not member)
 
     def catch_up(self, member: Member) -> None:
