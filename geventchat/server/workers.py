@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from geventchat.chat.bus import BusError, RedisBus
@@ -17,6 +18,14 @@ RESTART_MIN = 0.5
 RESTART_MAX = 10.0
 
 
+def _give_up(bound: list, error: str) -> int:
+    """A start-up error after some ports were bound: close them, say why in one line."""
+    for sock in bound:
+        sock.close()
+    print(error, file=sys.stderr)
+    return 1
+
+
 def run_workers(args, serve) -> int:
     """``--workers N``: N server processes on one port (SO_REUSEPORT), one chat over Redis.
 
@@ -29,7 +38,6 @@ def run_workers(args, serve) -> int:
     """
     import os
     import signal
-    import sys
 
     import gevent.event
     import gevent.os
@@ -52,19 +60,13 @@ def run_workers(args, serve) -> int:
         try:
             web_sockets = _shared_sockets(args.host, args.web_port, args.workers)
         except OSError as exc:
-            for sock in sockets:
-                sock.close()
-            print(describe_bind_error(args.host, args.web_port, exc), file=sys.stderr)
-            return 1
+            return _give_up(sockets, describe_bind_error(args.host, args.web_port, exc))
     irc_sockets: list = []
     if args.irc_port is not None:  # the IRC door too: one socket per worker, shared
         try:
             irc_sockets = _shared_sockets(args.host, args.irc_port, args.workers)
         except OSError as exc:
-            for sock in sockets + web_sockets:
-                sock.close()
-            print(describe_bind_error(args.host, args.irc_port, exc), file=sys.stderr)
-            return 1
+            return _give_up(sockets + web_sockets, describe_bind_error(args.host, args.irc_port, exc))
     doors = web_sockets + irc_sockets  # the other doors' sockets, closed with the chat port's
     metrics = None  # --metrics-port: the parent's page, covering every worker
     if args.metrics_port is not None:
@@ -73,10 +75,7 @@ def run_workers(args, serve) -> int:
         try:
             metrics = WorkerMetrics(args.host, args.metrics_port, args.workers)
         except OSError as exc:
-            for sock in sockets + doors:
-                sock.close()
-            print(describe_metrics_bind_error(args.host, args.metrics_port, exc), file=sys.stderr)
-            return 1
+            return _give_up(sockets + doors, describe_metrics_bind_error(args.host, args.metrics_port, exc))
         lifecycle.info("Metrics at http://%s/metrics", describe_peer(metrics.address))
 
     stop_requested = gevent.event.Event()
