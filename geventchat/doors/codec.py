@@ -89,6 +89,21 @@ class LineCodec:
     def farewell(self, session: Session, stopping: bool) -> bytes:
         return b""
 
+    def act_at_once(self, session: Session, events: list[protocol.FramerEvent]) -> int:
+        """Relay the leading plain chat lines of a chunk (``protocol.is_plain_chat``: what
+        ``parse_line`` would make a ``Chat``) and say how many; the reader hands the rest
+        to ``act``. What this does never waits, so a parked connection's reader may run it
+        in the loop's callback, without a greenlet (``Reader``'s ``acts_in_loop``)."""
+        plain_chat = protocol.is_plain_chat
+        count = 0
+        for event in events:
+            if event.__class__ is not str or not plain_chat(event):
+                break
+            count += 1
+        if count:
+            session.hub.chat_lines(session, events if count == len(events) else events[:count])  # type: ignore[arg-type]
+        return count
+
     def act(self, session: Session, events: list[protocol.FramerEvent]) -> protocol.Quit | None:
         """Carry out the lines of one received chunk, in order; the Quit if the client leaves.
 

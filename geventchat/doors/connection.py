@@ -31,6 +31,8 @@ def line_connection(
     *,
     spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
     on_closed: Callable[[Reader], None] | None = None,
+    acts_in_loop: bool = False,
 ) -> Reader:
-    """A line client on ``sock``: its session and its reader (``serve()`` it in a greenlet)."""
-    return Reader(Session(sock, address, hub, settings, LINE_CODEC), spawn=spawn, on_closed=on_closed)
+    """A line client on ``sock``: its session and its reader (``serve()`` it in a greenlet);
+    ``acts_in_loop``: see ``Reader``."""
+    return Reader(Session(sock, address, hub, settings, LINE_CODEC), spawn=spawn, on_closed=on_closed, acts_in_loop=acts_in_loop)

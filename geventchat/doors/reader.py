@@ -10,6 +10,9 @@ connection (``ChatServer.connections``): it starts the session (``serve``), ends
 Parking (plain sockets of a door that allows it): right after the connection starts,
 and after ``PARK_AFTER`` seconds without input, the reader greenlet ends and an I/O
 watcher starts a new one when input comes, so an idle connection holds no greenlet at all.
+A parked connection that acts in the loop (``acts_in_loop``) is read by that watcher's
+callback itself, which relays what never waits (``Codec.act_at_once``: chat lines) and
+wakes a reader greenlet only for the rest (a command, the end of the stream).
 
 Rate limit (``--rate``): a token bucket per connection; a throttled connection acts line
 by line and waits between lines, reading more slowly: nothing is dropped, and the
@@ -58,6 +61,8 @@ class Reader:
         "_finishing",
         "_leave_reason",
         "_announce",
+        "_acts_in_loop",
+        "_recv",
     )
 
     def __init__(
@@ -67,11 +72,16 @@ class Reader:
         spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
         on_closed: Callable[[Reader], None] | None = None,
         parks: bool = True,
+        acts_in_loop: bool = False,
     ) -> None:
         """``spawn`` starts a reader greenlet after a park (the server's group, so that its
         stop joins it); ``on_closed`` is told once, when the client has left (see
         ``_gone``); ``parks``: False for a door whose handler greenlet owns the socket and
-        the connection's place until ``serve`` returns (the WebSocket door)."""
+        the connection's place until ``serve`` returns (the WebSocket door);
+        ``acts_in_loop``: the parked connection reads and acts in the loop's callback on
+        whatever the codec can carry out without waiting (``Codec.act_at_once``), which
+        the hub must allow (a hub of this process alone: nothing it does for a chat line
+        waits); no effect on a door whose codec cannot, on TLS or with ``--rate``."""
         self.session = session
         session.reader = self
         self.framer: Framer | None = None
@@ -89,6 +99,8 @@ class Reader:
         self._announce = True
         self._finishing = False  # the reader is past its loop, closing
         self._greenlet: gevent.Greenlet | None = None
+        self._acts_in_loop = acts_in_loop and self._park_timer is not None and hasattr(session.codec, "act_at_once")
+        self._recv = session.sock._sock.recv if self._acts_in_loop else None  # type: ignore[attr-defined]  # the raw, non-blocking socket
         # For the timeout sweeper (guard.Sweeper): when input last came, when a line was
         # last completed, and the sweeper's own notes on an unfinished line.
         self.last_input = self.line_mark = time.monotonic()
@@ -127,7 +139,9 @@ class Reader:
         log.info("New connection from %s", self.session.peer)
         self._read_loop(start=True, initial=initial)
 
-    def _read_loop(self, start: bool = False, initial: bytes = b"", ready: bool = False) -> None:
+    def _read_loop(self, start: bool = False, initial: bytes = b"", ready: bool = False, pending: list | None = None) -> None:
+        """The reader greenlet: ``initial`` (bytes already received) or ``pending`` (events
+        already framed, left by the loop's read) first; ``ready``: input is waiting."""
         self._greenlet = cast(gevent.Greenlet, gevent.getcurrent())  # a reader runs in a Greenlet
         session = self.session
         park = False
@@ -138,6 +152,7 @@ class Reader:
                 self.framer = session.codec.new_framer(session)
                 if settings.rate > 0:
                     self._bucket = TokenBucket(settings.rate, settings.burst or max(1, settings.rate))
+                    self._acts_in_loop = False  # a throttled connection waits between lines
             if self._stopping:
                 raise Stop
             if start and self._park_timer is not None:
@@ -154,6 +169,14 @@ class Reader:
             stats = session.hub.stats
             gate = session.hub.input_gate
             while not session.closed:
+                if pending is not None:
+                    events, pending = pending, None
+                    request = act(session, events)  # (never throttled: see _acts_in_loop)
+                    if request is not None:
+                        self._leave_reason = request.reason
+                    else:
+                        park = True  # done what needed a greenlet: the loop reads again
+                    return
                 data: bytes | None
                 if initial:
                     data, initial = initial, b""
@@ -179,6 +202,9 @@ class Reader:
                 request = act(session, events) if bucket is None else self._act_throttled(events, bucket)
                 if request is not None:
                     self._leave_reason = request.reason
+                    return
+                if self._acts_in_loop:
+                    park = True  # done what needed a greenlet: the loop reads again
                     return
         except Stop:
             self._announce = False  # the server is stopping: everyone is leaving at once
@@ -272,19 +298,63 @@ class Reader:
         self._wake.start(self._input_came)
 
     def _input_came(self) -> None:
-        """Loop callback of the parked connection's watcher: a new reader reads at once.
+        """Loop callback of the parked connection's watcher: input came.
 
-        It is started here, in this dispatch, as a waiting reader is woken (gevent's Waiter
-        switches to it from the loop too), not one loop turn later: input that came at
-        the same time on an active connection is not acted on before this one's. (A
-        Greenlet started by switching cancels its scheduled start.)"""
-        greenlet = self.unpark(ready=True)
+        A connection that acts in the loop reads the chunk here and carries out what never
+        waits (``_read_in_loop``); otherwise, or for what is left, a new reader starts here,
+        in this dispatch, as a waiting reader is woken (gevent's Waiter switches to it from
+        the loop too), not one loop turn later: input that came at the same time on an
+        active connection is not acted on before this one's. (A Greenlet started by
+        switching cancels its scheduled start.)"""
+        if self._acts_in_loop and not self._stopping:
+            pending = self._read_in_loop()
+            if pending is None:
+                return
+            greenlet = self.unpark(pending=pending) if pending else self.unpark(ready=True)
+        else:
+            greenlet = self.unpark(ready=True)
         if greenlet is not None:
             greenlet.switch()
 
-    def unpark(self, ready: bool = False) -> gevent.Greenlet | None:
-        """Start a reader again: input came (``ready``), or a parked connection is stopped
-        or dropped (then the new reader leaves). Returns the new reader's greenlet."""
+    def _read_in_loop(self) -> list | None:
+        """Read one chunk in the loop's callback and act on its leading events that never
+        wait (``Codec.act_at_once``: plain chat lines). Returns None when that was all,
+        else the events left for a reader greenlet (an empty list: no chunk, the end of
+        the stream or an error, which a reader reads again and acts on).
+
+        This is the relay's hot path: a chunk of chat costs no greenlet switch and no
+        Waiter, and the parked connection's watcher stays as it is."""
+        session = self.session
+        try:
+            data = self._recv(limits.RECV_SIZE)  # type: ignore[misc]  # set with _acts_in_loop
+        except BlockingIOError:
+            return None  # nothing after all (another reader took it)
+        except OSError:
+            return []
+        if not data:
+            return []
+        session.hub.stats.bytes_in += len(data)
+        self.last_input = now = time.monotonic()
+        framer = self.framer
+        assert framer is not None, "a parked connection has started"
+        events = framer.receive_data(data)
+        if not events:
+            return None
+        self.line_mark = now
+        try:
+            done = session.codec.act_at_once(session, events)  # type: ignore[attr-defined]  # see _acts_in_loop
+        except Exception:  # a bug: log it with its traceback, keep serving everyone else
+            log.exception("Internal error while serving %s", session.peer)
+            session.drop("internal error")
+            return None
+        if done == len(events) or session.closed:
+            return None
+        return events[done:]
+
+    def unpark(self, ready: bool = False, pending: list | None = None) -> gevent.Greenlet | None:
+        """Start a reader again: input came (``ready``; ``pending``: events already framed),
+        or a parked connection is stopped or dropped (then the new reader leaves). Returns
+        the new reader's greenlet."""
         if not self.parked:
             return None
         self.parked = False
@@ -292,7 +362,7 @@ class Reader:
         if wake is not None:
             wake.stop()
             wake.close()
-        return self._spawn(self._read_loop, False, b"", ready)
+        return self._spawn(self._read_loop, False, b"", ready, pending)
 
     # ------------------------------------------------------------------- leaving
 

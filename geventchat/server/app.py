@@ -99,6 +99,10 @@ class ChatServer:
         self._admit_inline = (
             tls_context is None and type(self.hub) is Hub and (history is None or isinstance(history, MemoryHistory))
         )
+        # Chat lines from a plain connection are relayed in the loop's callback that finds
+        # them, without waking a reader greenlet, where nothing the hub does for them waits:
+        # a hub of this process alone (any history store only queues what it records).
+        self._acts_in_loop = type(self.hub) is Hub
         self._stopping = False
         self.per_address = AddressCounts(self.settings.max_per_ip)  # --max-per-ip, for every port
         self.stats = self.hub.stats
@@ -220,7 +224,15 @@ class ChatServer:
         if admitted is None:
             return
         sock = admitted
-        connection = line_connection(sock, address, self.hub, self.settings, spawn=self._handlers.spawn, on_closed=self._forget)
+        connection = line_connection(
+            sock,
+            address,
+            self.hub,
+            self.settings,
+            spawn=self._handlers.spawn,
+            on_closed=self._forget,
+            acts_in_loop=self._acts_in_loop,
+        )
         self.connections.add(connection)
         try:
             connection.serve()  # returns when the client is gone, or its reader parked
