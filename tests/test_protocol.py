@@ -274,6 +274,47 @@ def test_plain_chat_is_what_parse_line_reads_as_that_chat_line(text):
     assert protocol.is_plain_chat(text) == (protocol.parse_line(text) == Chat(text))
 
 
+_LINE_STARTS = [
+    "exit",
+    " exit",
+    "\u3000exit",
+    "\x85exit",
+    "\u2028",
+    "/me x",
+    "e",
+    "ex",
+    "",
+    " ",
+    "\t",
+    "hello",
+    "Exit",
+    "\u200bx",
+]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=6), st.sampled_from(_LINE_STARTS), st.builds(LineTooLong, st.integers(1, 9)))))
+def test_plain_chat_count_is_the_leading_lines_is_plain_chat_passes(events):
+    # The relay hands the hub this many lines of a chunk without parse_line: exactly the
+    # leading ones is_plain_chat passes, however the chunk's first characters look.
+    expected = 0
+    for event in events:
+        if not isinstance(event, str) or not protocol.is_plain_chat(event):
+            break
+        expected += 1
+    assert protocol.plain_chat_count(events) == expected
+
+
+def test_plain_chat_count_of_the_usual_chunk_and_of_mixed_ones():
+    assert protocol.plain_chat_count(["hello", "how are you", "fine"]) == 3
+    assert protocol.plain_chat_count(["hello", "exit", "later"]) == 1
+    assert protocol.plain_chat_count(["every one", "e is fine too"]) == 2
+    assert protocol.plain_chat_count(["a", "/nick b", "c"]) == 1
+    assert protocol.plain_chat_count(["a", LineTooLong(5000), "c"]) == 1
+    assert protocol.plain_chat_count(["a", "\u3000exit"]) == 1
+    assert protocol.plain_chat_count([]) == 0
+
+
 def test_plain_chat_takes_the_usual_line_and_leaves_the_rest_to_parse_line():
     assert protocol.is_plain_chat("hello there")
     assert protocol.is_plain_chat("xxxxexit is near")

@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("geventchat")
 
+# The encodings in which a chat event is exactly one line per text (the line protocol's).
+LINE_ENCODINGS = frozenset(("line", "line-quiet"))
+
 
 class Member(Protocol):
     """A member of the chat, whatever its door.
@@ -483,12 +486,15 @@ class Hub:
 
     def _deliver_now(self, room: Room, event: events.Event, exclude: Member | None) -> None:
         stats = self.stats
+        chat = event.kind == events.CHAT
         for encoding, group in room.groups.items():
             data = event.encoded(encoding)
             if not data:
                 continue
-            # Counted once per group, as lines times recipients (never per delivery).
-            stats.lines_relayed += data.count(b"\n") * (len(group) - (exclude in group))
+            # Counted once per group, as lines times recipients (never per delivery); chat
+            # for line members is one line per text, no need to scan the bytes for them.
+            lines = len(event.texts) if chat and encoding in LINE_ENCODINGS else data.count(b"\n")
+            stats.lines_relayed += lines * (len(group) - (exclude in group))
             for recipient, put in group.items():
                 if recipient is not exclude:
                     put(data)

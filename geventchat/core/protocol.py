@@ -246,6 +246,31 @@ def is_plain_chat(text: str) -> bool:
 _NOT_CHAT = ("", "exit")  # a line that strips to one of these is blank or an exit
 
 
+def plain_chat_count(events: list) -> int:
+    """How many of a chunk's framer events, from the first, are lines ``is_plain_chat``
+    passes (then each is exactly ``parse_line``'s ``Chat`` of it).
+
+    Usually all: a chunk whose lines each begin with a printable character other than a
+    space, ``/`` or ``e`` holds no command, blank line or exit (a line that strips to
+    ``exit`` begins with ``e`` or with whitespace, and the only printable whitespace is the
+    space). That is one look at each line's first character instead of a call and a strip
+    per line; any other chunk is looked at line by line."""
+    try:
+        heads = {event[:1] for event in events}
+    except TypeError:  # an event that is no line (LineTooLong, a wrong door)
+        heads = None
+    if heads is not None and "" not in heads:
+        first = "".join(heads)
+        if first.isprintable() and " " not in first and "/" not in first and "e" not in first:
+            return len(events)
+    count = 0
+    for event in events:
+        if event.__class__ is not str or not is_plain_chat(event):
+            break
+        count += 1
+    return count
+
+
 def parse_line(text: str) -> Request | None:
     """What one received (already decoded) line asks for; None for a blank line."""
     if text[:1] != "/":

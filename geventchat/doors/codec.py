@@ -94,12 +94,7 @@ class LineCodec:
         ``parse_line`` would make a ``Chat``) and say how many; the reader hands the rest
         to ``act``. What this does never waits, so a parked connection's reader may run it
         in the loop's callback, without a greenlet (``Reader``'s ``acts_in_loop``)."""
-        plain_chat = protocol.is_plain_chat
-        count = 0
-        for event in events:
-            if event.__class__ is not str or not plain_chat(event):
-                break
-            count += 1
+        count = protocol.plain_chat_count(events)
         if count:
             session.hub.chat_lines(session, events if count == len(events) else events[:count])  # type: ignore[arg-type]
         return count
