@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 from geventchat.core import limits
 
@@ -130,17 +130,20 @@ class LineFramer:
             data = data[newline + 1 :]
         if not data:
             return events
-        if len(data) <= self.max_line and data.isascii() and len(data.translate(None, _ASCII_CONTROLS)) == len(data):
-            # The usual chunk: ASCII without a control character but TAB and newlines, no
-            # longer than one line may be. Each line in it is already what decode_line
-            # would make of it, and none is too long: one decode, one split (a chunk's
-            # C-speed scans instead of one isprintable() and one decode per line).
+        if data.isascii() and len(data.translate(None, _ASCII_CONTROLS)) == len(data):
+            # The usual chunk: ASCII without a control character but TAB and newlines.
+            # Each line in it is already what decode_line would make of it: one decode,
+            # one split (a chunk's C-speed scans instead of one isprintable() and one
+            # decode per line), as long as no line in it is too long.
             texts = data.decode("ascii").split("\n")
-            rest = texts.pop()
-            events += texts
-            if rest:
-                self._partial += data[len(data) - len(rest) :]
-            return events
+            if len(data) <= self.max_line or max(map(len, texts)) <= self.max_line:
+                rest = texts.pop()
+                if rest:
+                    self._partial += data[len(data) - len(rest) :]
+                if events:
+                    events += texts
+                    return events
+                return texts  # type: ignore[return-value]  # (lines are events)
         lines = data.split(b"\n")
         tail = lines.pop()
         for raw in lines:
@@ -246,7 +249,7 @@ def is_plain_chat(text: str) -> bool:
 _NOT_CHAT = ("", "exit")  # a line that strips to one of these is blank or an exit
 
 
-def plain_chat_count(events: list) -> int:
+def plain_chat_count(events: list[Any]) -> int:
     """How many of a chunk's framer events, from the first, are lines ``is_plain_chat``
     passes (then each is exactly ``parse_line``'s ``Chat`` of it).
 
