@@ -128,7 +128,7 @@ def test_a_line_over_512_bytes_is_discarded_whole_and_the_next_is_read():
     # Byte by byte too: it never holds more than the limit.
     for byte in long_line:
         conn.receive_data(bytes([byte]))
-        assert len(conn._partial) <= conn.max_line + conn.max_tags
+        assert len(conn._partial or b"") <= conn.max_line + conn.max_tags
     assert isinstance(conn.events()[0], irc.InputTooLong)
 
 

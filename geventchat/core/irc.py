@@ -255,56 +255,73 @@ class IrcConnection:
     def __init__(self, max_line: int = MAX_LINE, max_tags: int = MAX_TAGS) -> None:
         self.max_line = max_line
         self.max_tags = max_tags
-        self._partial = bytearray()
+        # An idle connection holds neither a buffer nor a list (most of a server's clients
+        # are idle): the unfinished line's bytearray exists only while a line is cut
+        # between chunks, the event list only between receive_data and events.
+        self._partial: bytearray | None = None
         self._discarding = False
         self._discarded = 0
-        self._events: list[Message | InputTooLong | ParseError] = []
+        self._events: list[Message | InputTooLong | ParseError] | None = None
 
     @property
     def in_line(self) -> bool:
         """True while a line has begun and not yet ended (for the slow-line timeout)."""
-        return bool(self._partial) or self._discarding
+        return self._partial is not None or self._discarding
 
     def receive_data(self, data: bytes) -> None:
-        events = self._events
+        events = self.frame(data)
+        if events:
+            if self._events is None:
+                self._events = events
+            else:
+                self._events += events
+
+    def frame(self, data: bytes) -> list[Message | InputTooLong | ParseError]:
+        """``receive_data`` and ``events`` in one: the events ``data`` completes, returned
+        rather than kept (the door's fast path; use one way or the other, not both)."""
+        events: list[Message | InputTooLong | ParseError] = []
         limit = self.max_line + self.max_tags
         if self._discarding:
             newline = data.find(b"\n")
             if newline < 0:
                 self._discarded += len(data)
-                return
+                return events
             events.append(InputTooLong(self._discarded + newline))
             self._discarding = False
             data = data[newline + 1 :]
-        if self._partial:
+        partial = self._partial
+        if partial is not None:
             newline = data.find(b"\n")
             if newline < 0:
                 self._hold(data, limit)
-                return
-            self._partial += data[:newline]
-            first = bytes(self._partial)
-            self._partial.clear()
-            self._complete(first)
+                return events
+            partial += data[:newline]
+            self._partial = None
+            self._complete(bytes(partial), events)
             data = data[newline + 1 :]
         if not data:
-            return
+            return events
         lines = data.split(b"\n")
         tail = lines.pop()
         for raw in lines:
-            self._complete(raw)
+            self._complete(raw, events)
         if tail:
             self._hold(tail, limit)
+        return events
 
     def _hold(self, data: bytes, limit: int) -> None:
-        size = len(self._partial) + len(data)
+        partial = self._partial
+        size = len(data) if partial is None else len(partial) + len(data)
         if size > limit:
-            self._partial.clear()
+            self._partial = None
             self._discarding = True
             self._discarded = size
+        elif partial is None:
+            self._partial = bytearray(data)
         else:
-            self._partial += data
+            partial += data
 
-    def _complete(self, raw: bytes) -> None:
+    def _complete(self, raw: bytes, events: list[Message | InputTooLong | ParseError]) -> None:
         if raw[-1:] == b"\r":
             raw = raw[:-1]
         if not raw:
@@ -314,19 +331,19 @@ class IrcConnection:
             space = raw.find(b" ")
             tags = size if space < 0 else space + 1
             if tags > self.max_tags:
-                self._events.append(InputTooLong(size))
+                events.append(InputTooLong(size))
                 return
             size -= tags
         if size + 2 > self.max_line:
-            self._events.append(InputTooLong(size))
+            events.append(InputTooLong(size))
             return
         text = raw.decode("utf-8", "replace")
         if text.isspace():
             return
         try:
-            self._events.append(parse(text))
+            events.append(parse(text))
         except ParseError as exc:
-            self._events.append(exc)
+            events.append(exc)
 
     def next_event(self) -> Message | InputTooLong | ParseError | _NeedData:
         if self._events:
@@ -334,9 +351,9 @@ class IrcConnection:
         return NEED_DATA
 
     def events(self) -> list[Message | InputTooLong | ParseError]:
-        """Every event the data so far completes, in order (the door's fast path)."""
-        events, self._events = self._events, []
-        return events
+        """Every event the data so far completes, in order."""
+        events, self._events = self._events, None
+        return events if events is not None else []
 
     @staticmethod
     def send(message: Message) -> bytes:
