@@ -21,7 +21,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gevent
@@ -124,44 +124,110 @@ def room_name(channel: str) -> str | None:
 NO_CAPS: frozenset[str] = frozenset()
 
 
+class _Signup:
+    """What a client says before it has registered (NICK, USER, PASS, CAP negotiation);
+    dropped once it has."""
+
+    __slots__ = ("wanted_nick", "user_given", "negotiating", "password")
+
+    def __init__(self) -> None:
+        self.wanted_nick = ""
+        self.user_given = False
+        self.negotiating = False  # CAP LS/REQ seen, no CAP END yet: registration waits
+        self.password = ""  # from PASS, for logging in to the account of the NICK (never logged)
+
+
+class _Rooms:
+    """``IrcSession.rooms`` as the hub reads and changes it: a mapping of folded room name
+    to Room over the session's tuple of rooms, made on each use. An IRC user is in a room
+    or a few: a tuple is a third of a dict's size, and a search through it as fast."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: IrcSession) -> None:
+        self._session = session
+
+    def get(self, key: str, default: Room | None = None) -> Room | None:
+        for room in self._session.joined:
+            if room.key == key:
+                return room
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return any(room.key == key for room in self._session.joined)
+
+    def __setitem__(self, key: str, room: Room) -> None:
+        session = self._session
+        joined = session.joined
+        for i, there in enumerate(joined):
+            if there.key == key:
+                session.joined = (*joined[:i], room, *joined[i + 1 :])
+                return
+        session.joined = (*joined, room)
+
+    def pop(self, key: str, default: Room | None = None) -> Room | None:
+        session = self._session
+        joined = session.joined
+        for i, room in enumerate(joined):
+            if room.key == key:
+                session.joined = joined[:i] + joined[i + 1 :]
+                return room
+        return default
+
+    def values(self) -> tuple[Room, ...]:
+        return self._session.joined
+
+    def __iter__(self) -> Iterator[str]:
+        return (room.key for room in self._session.joined)
+
+    def __len__(self) -> int:
+        return len(self._session.joined)
+
+
 class IrcSession(Session):
     """An IRC client: the same Session, IRC commands, in any number of rooms."""
 
     __slots__ = (
-        "rooms",
+        "joined",
         "encoding",
         "irc_user",
         "realname",
-        "deliver_encoded",
         "registered",
-        "_wanted_nick",
-        "_user_given",
-        "_negotiating",
+        "_signup",
         "caps",
         "away",
         "ping_sent",
-        "_password",
         "_sasl",
     )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.rooms: dict[str, Room] = {}  # folded room name -> Room (the hub keeps it)
+        self.joined: tuple[Room, ...] = ()  # the rooms it is in, in the order it joined (the hub keeps them)
         self.encoding = "irc"  # "irc-time" once server-time is negotiated
         self.irc_user = "~user"
         self.realname = ""
-        # Encoded events (already IRC lines) go straight to the outbox; ``deliver`` is for
-        # the hub's line-protocol notices, which it turns into IRC NOTICEs.
-        self.deliver_encoded: Callable[[bytes], None] = super().deliver
         self.registered = False
-        self._wanted_nick = ""
-        self._user_given = False
-        self._negotiating = False  # CAP LS/REQ seen, no CAP END yet: registration waits
+        self._signup: _Signup | None = _Signup()  # None once registered
         self.caps: frozenset[str] = NO_CAPS  # replaced (never changed in place) by CAP REQ
         self.away = ""
         self.ping_sent = 0.0  # when the server pinged a silent client (0: not waiting)
-        self._password = ""  # from PASS, for logging in to the account of the NICK (never logged)
         self._sasl: str | None = None  # base64 of an AUTHENTICATE PLAIN under way, else None
+
+    # Encoded events (already IRC lines) go straight to the outbox; ``deliver`` is for the
+    # hub's line-protocol notices, which it turns into IRC NOTICEs.
+    deliver_encoded = Session.deliver
+
+    @property
+    def rooms(self) -> _Rooms:
+        """The rooms it is in, by folded name (what the hub keeps for a multi-room member)."""
+        return _Rooms(self)
+
+    def _room(self, key: str) -> Room | None:
+        """The room it is in of folded name ``key``, else None."""
+        for room in self.joined:
+            if room.key == key:
+                return room
+        return None
 
     def __repr__(self) -> str:
         return f"<IrcSession {self.peer} {self.nick!r}>"
@@ -204,7 +270,7 @@ class IrcSession(Session):
                 params = message.params
                 if len(params) >= 2 and params[0][:1] == "#":
                     text = params[1]
-                    room = self.rooms.get(protocol.fold(params[0][1:]))
+                    room = self._room(protocol.fold(params[0][1:]))
                     if room is not None and text[:1] != "\x01":
                         text = protocol.strip_controls(text)
                         if text:
@@ -256,9 +322,10 @@ class IrcSession(Session):
     def _cap(self, params: tuple[str, ...]) -> None:
         sub = params[0].upper()
         nick = self.nick or "*"
+        signup = self._signup
         if sub == "LS":
-            if not self.registered:
-                self._negotiating = True
+            if signup is not None:
+                signup.negotiating = True
             offered = (
                 [*CAPABILITIES, "sasl=PLAIN" if len(params) > 1 else "sasl"] if self.hub.accounts is not None else CAPABILITIES
             )
@@ -266,8 +333,8 @@ class IrcSession(Session):
         elif sub == "LIST":
             self.send(irc.Message("CAP", (nick, "LIST", " ".join(sorted(self.caps))), SERVER))
         elif sub == "REQ":
-            if not self.registered:
-                self._negotiating = True
+            if signup is not None:
+                signup.negotiating = True
             wanted = params[1].split() if len(params) > 1 else []
             known = (*CAPABILITIES, "sasl") if self.hub.accounts is not None else CAPABILITIES
             if wanted and all(cap.lstrip("-") in known for cap in wanted):
@@ -288,18 +355,19 @@ class IrcSession(Session):
             else:
                 self.send(irc.Message("CAP", (nick, "NAK", " ".join(wanted)), SERVER))
         elif sub == "END":
-            self._negotiating = False
-            self._try_register()
+            if signup is not None:
+                signup.negotiating = False
+                self._try_register()
         else:
             self.reply(irc.ERR_INVALIDCAPCMD, protocol.strip_controls(params[0])[:32], "Invalid CAP command")
 
     def _pass(self, params: tuple[str, ...]) -> None:
         """There is no server password: PASS is the password of the NICK's account, if it
         has one (else ignored). Never logged."""
-        if self.registered:
+        if self._signup is None:
             self.reply(irc.ERR_ALREADYREGISTERED, "You may not reregister")
             return
-        self._password = params[0][:256]
+        self._signup.password = params[0][:256]
 
     def _authenticate(self, params: tuple[str, ...]) -> None:
         """SASL PLAIN (IRCv3 sasl 3.1): ``AUTHENTICATE PLAIN``, ``+``, then the base64 of
@@ -357,8 +425,8 @@ class IrcSession(Session):
         if not protocol.valid_nick(new):
             self.reply(irc.ERR_ERRONEUSNICKNAME, protocol.strip_controls(new)[:32], "Erroneous nickname")
             return
-        if not self.registered:
-            self._wanted_nick = new
+        if self._signup is not None:
+            self._signup.wanted_nick = new
             self._try_register()
             return
         old_source = self.source
@@ -371,21 +439,22 @@ class IrcSession(Session):
             self.send(irc.Message("NICK", (new,), old_source))
 
     def _user(self, params: tuple[str, ...]) -> None:
-        if self.registered:
+        if self._signup is None:
             self.reply(irc.ERR_ALREADYREGISTERED, "You may not reregister")
             return
         self.irc_user = _irc_user(params[0])
         self.realname = protocol.strip_controls(params[3])[:64]
-        self._user_given = True
+        self._signup.user_given = True
         self._try_register()
 
     def _try_register(self) -> None:
-        if self.registered or self._negotiating or not self._wanted_nick or not self._user_given:
+        signup = self._signup
+        if signup is None or signup.negotiating or not signup.wanted_nick or not signup.user_given:
             return
-        nick = self._wanted_nick
+        nick = signup.wanted_nick
         key = protocol.fold(nick)
         accounts = self.hub.accounts
-        password, self._password = self._password, ""
+        password, signup.password = signup.password, ""
         if accounts is not None and password and self.account is None:
             try:
                 if accounts.is_registered(nick):
@@ -401,6 +470,7 @@ class IrcSession(Session):
             self.reply(irc.ERR_NICKNAMEINUSE, nick, str(refusal))
             return
         self.registered = True
+        self._signup = None
         self._welcome()
         if self.account is not None:
             self.reply(irc.RPL_LOGGEDIN, self.source, self.nick, f"You are now logged in as {self.nick}")
@@ -437,7 +507,7 @@ class IrcSession(Session):
 
     def _join(self, params: tuple[str, ...]) -> None:
         if params[0] == "0":
-            for room in list(self.rooms.values()):
+            for room in self.joined:
                 self.hub.part(self, room)
             return
         for channel in params[0].split(","):
@@ -445,7 +515,7 @@ class IrcSession(Session):
             if name is None:
                 self.reply(irc.ERR_NOSUCHCHANNEL, protocol.strip_controls(channel)[:64], "No such channel")
                 continue
-            if protocol.fold(name) in self.rooms:
+            if self._room(protocol.fold(name)) is not None:
                 continue
             recent = self.hub.recent_lines(name, self.hub.history_on_join)  # may wait: read before entering
             if self.hub.members.get(protocol.fold(self.nick)) is not self:
@@ -538,7 +608,7 @@ class IrcSession(Session):
         if name is None:
             self.reply(irc.ERR_NOSUCHCHANNEL, shown, "No such channel")
             return None
-        room = self.rooms.get(protocol.fold(name))
+        room = self._room(protocol.fold(name))
         if room is None:
             if protocol.fold(name) in self.hub.rooms or self._remote_room(name):
                 self.reply(irc.ERR_NOTONCHANNEL, shown, "You're not on that channel")
@@ -571,7 +641,7 @@ class IrcSession(Session):
 
     def _names(self, params: tuple[str, ...]) -> None:
         if not params:
-            for room in list(self.rooms.values()):
+            for room in self.joined:
                 self._send_names(room)
             return
         for channel in params[0].split(","):
@@ -645,7 +715,7 @@ class IrcSession(Session):
         hub = self.hub
         for target in params[0].split(","):
             if target[:1] == "#":
-                room = self.rooms.get(protocol.fold(target[1:]))
+                room = self._room(protocol.fold(target[1:]))
                 if room is None:
                     if not notice:
                         name = room_name(target)
