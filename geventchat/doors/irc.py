@@ -908,6 +908,10 @@ class IrcServer:
         self._listener = StreamServer(listener, self._handle, spawn=chat.spawn_handler)
         self._pinger: gevent.Greenlet | None = None
         self.connections: set[Reader] = set()  # of IrcSessions
+        # What every Reader is given, bound once here: a bound method made per connection
+        # would be 64 bytes of each one.
+        self._reader_spawn = chat.spawn_handler
+        self._reader_closed = self._forget
 
     @property
     def address(self) -> tuple[str, int]:
@@ -971,7 +975,7 @@ class IrcServer:
             return
         sock = admitted
         session = IrcSession(sock, address, chat.hub, chat.settings, IRC_CODEC)
-        connection = Reader(session, spawn=chat.spawn_handler, on_closed=self._forget)
+        connection = Reader(session, spawn=self._reader_spawn, on_closed=self._reader_closed)
         chat.connections.add(connection)
         self.connections.add(connection)
         try:
