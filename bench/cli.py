@@ -426,11 +426,28 @@ def ratios(results: list[dict], idle: bool = False, ref: dict | None = None) -> 
 
 
 def _median(name: str, runs: list[dict]) -> dict:
-    """The median run by throughput (a failed run counts as the worst); all runs' headline
-    figures kept under "repeats"."""
-    ranked = sorted(runs, key=lambda r: (r["ok"], r["deliveries_per_s"]))
+    """The median run by throughput, or for --idle by memory per client after the idle wait
+    (a failed run counts as the worst); all runs' headline figures kept under "repeats"."""
+    idle = runs[0].get("scenario", "").endswith("idle clients")
+    if idle:  # no deliveries: the median by memory per client after the idle wait
+        ranked = sorted(runs, key=lambda r: (r["ok"], -(r["server_rss_per_client_kib"] or float("inf"))))
+    else:
+        ranked = sorted(runs, key=lambda r: (r["ok"], r["deliveries_per_s"]))
     best = dict(ranked[len(ranked) // 2])
-    if len(runs) > 1:
+    if len(runs) > 1 and idle:
+        best["repeats"] = [
+            {key: r.get(key) for key in ("server_rss_per_client_at_welcome_kib", "server_rss_per_client_kib", "ok")} for r in runs
+        ]
+        print(
+            f"{name}: KiB per client at welcome / after the idle wait, of the {len(runs)} runs: "
+            + ", ".join(
+                f"{r.get('server_rss_per_client_at_welcome_kib') or 0:.2f} / {r.get('server_rss_per_client_kib') or 0:.2f}"
+                for r in runs
+            )
+            + " (median kept)",
+            flush=True,
+        )
+    elif len(runs) > 1:
         best["repeats"] = [
             {
                 "deliveries_per_s": r["deliveries_per_s"],
