@@ -261,6 +261,44 @@ def test_irc_users_see_each_other_and_presence_as_irc(door, connect):
     alice.until(lambda l: l == "*** caroline left lobby")
 
 
+def test_chat_and_commands_in_one_chunk_are_carried_out_in_order(door, connect):
+    """The chat at the head of a chunk is relayed in the loop, the rest by a reader: in order
+    all the same, for the channel and for the sender."""
+    server, port = door()
+    alice = connect(server.port, ChatClient)
+    bob, carol = connect(port), connect(port)
+    bob.register("bob")
+    carol.register("carol")
+    bob.joined("#lobby")
+    carol.joined("#lobby")
+    assert bob.sync() == [":carol!~user@geventchat JOIN #lobby"]
+    alice.until(lambda l: l == "*** carol joined lobby")
+    bob.send(
+        "PRIVMSG #lobby :one",
+        "PRIVMSG #lobby :two",
+        "AWAY :gone",
+        "PRIVMSG #lobby :three",
+        "PRIVMSG #elsewhere :lost",
+        "PRIVMSG #lobby :\x01ACTION waves\x01",
+        "PRIVMSG #lobby :four",
+        "PART #lobby :bye",
+    )
+    assert carol.sync() == [
+        ":bob!~user@geventchat PRIVMSG #lobby :one",
+        ":bob!~user@geventchat PRIVMSG #lobby :two",
+        ":bob!~user@geventchat PRIVMSG #lobby :three",
+        ":bob!~user@geventchat PRIVMSG #lobby :\x01ACTION waves\x01",
+        ":bob!~user@geventchat PRIVMSG #lobby :four",
+        ":bob!~user@geventchat PART #lobby :bye",
+    ]
+    assert bob.sync() == [
+        ":geventchat 306 bob :You have been marked as being away",
+        ":geventchat 403 bob #elsewhere :No such channel",
+        ":bob!~user@geventchat PART #lobby :bye",
+    ]
+    assert alice.lines(6) == ["bob: one", "bob: two", "bob: three", "* bob waves", "bob: four", "*** bob left lobby"]
+
+
 def test_room_with_hash_is_a_double_hash_channel(door, connect):
     server, port = door()
     alice = connect(server.port, ChatClient)

@@ -258,37 +258,56 @@ class IrcSession(Session):
     # ------------------------------------------------------------------ input
 
     def act_all(self, received: list) -> protocol.Quit | None:
-        """Carry out one chunk's messages in order; consecutive PRIVMSGs to one channel go
-        to the hub together (one relay for the lot, as on the line door). With --rate the
-        reader hands them over one at a time."""
+        """Carry out one chunk's messages in order: chat through ``relay_chat``, the rest
+        one by one. With --rate the reader hands them over one at a time."""
         self.ping_sent = 0.0
-        batch: list[str] = []
-        batch_room: Room | None = None
-        hub = self.hub
-        for message in received:
-            if message.__class__ is irc.Message and message.command == "PRIVMSG" and self.registered:
-                params = message.params
-                if len(params) >= 2 and params[0][:1] == "#":
-                    text = params[1]
-                    room = self._room(protocol.fold(params[0][1:]))
-                    if room is not None and text[:1] != "\x01":
-                        text = protocol.strip_controls(text)
-                        if text:
-                            if room is not batch_room:
-                                if batch:
-                                    hub.chat_lines(self, batch, batch_room)
-                                batch, batch_room = [], room
-                            batch.append(text)
-                        continue
-            if batch:
-                hub.chat_lines(self, batch, batch_room)
-                batch, batch_room = [], None
-            outcome = self._act_one(message)
+        done, count = 0, len(received)
+        while done < count:
+            done += self.relay_chat(received, done)
+            if done == count:
+                break
+            outcome = self._act_one(received[done])
+            done += 1
             if outcome is not None or self.closed:
                 return outcome
+        return None
+
+    def relay_chat(self, received: list, start: int = 0) -> int:
+        """Relay the chat (PRIVMSGs to channels it is in, CTCP aside) from ``received[start]``
+        on, as long as it lasts, and say how many messages that was. Consecutive ones to one
+        channel go to the hub together (one relay for the lot, as on the line door). Nothing
+        here waits on a hub of this process alone: the reader may run it in the loop's
+        callback (``IrcCodec.act_at_once``)."""
+        if not self.registered:
+            return 0
+        hub = self.hub
+        batch: list[str] = []
+        batch_room: Room | None = None
+        done, count = start, len(received)
+        while done < count:
+            message = received[done]
+            if message.__class__ is not irc.Message or message.command != "PRIVMSG":
+                break
+            params = message.params
+            if len(params) < 2 or params[0][:1] != "#":
+                break
+            text = params[1]
+            if text[:1] == "\x01":
+                break
+            room = self._room(protocol.fold(params[0][1:]))
+            if room is None:
+                break
+            text = protocol.strip_controls(text)
+            if text:
+                if room is not batch_room:
+                    if batch:
+                        hub.chat_lines(self, batch, batch_room)
+                    batch, batch_room = [], room
+                batch.append(text)
+            done += 1
         if batch:
             hub.chat_lines(self, batch, batch_room)
-        return None
+        return done - start
 
     def _act_one(self, message: irc.Message | irc.InputTooLong | irc.ParseError) -> protocol.Quit | None:
         self.hub.catch_up(self)  # a reply comes after what happened in its channels before
@@ -871,6 +890,12 @@ class IrcCodec:
     def act(self, session: Session, events: list) -> protocol.Quit | None:
         return session.act_all(events)  # type: ignore[attr-defined]  # an IrcSession
 
+    def act_at_once(self, session: Session, events: list) -> int:
+        """The chunk's leading chat, relayed in the loop's callback (``Reader``'s
+        ``acts_in_loop``); how many messages that was, the reader hands the rest to ``act``."""
+        session.ping_sent = 0.0  # type: ignore[attr-defined]  # an IrcSession: any input answers a PING
+        return session.relay_chat(events)  # type: ignore[attr-defined]
+
     def farewell(self, session: Session, stopping: bool) -> bytes:
         return b""
 
@@ -937,7 +962,7 @@ class IrcServer:
             now = time.monotonic()
             for connection in list(self.connections):
                 session: IrcSession = connection.session  # type: ignore[assignment]
-                if session.ping_sent:
+                if session.ping_sent and connection.last_input < session.ping_sent:  # any input answers
                     if now - session.ping_sent > interval:
                         session.ping_sent = 0.0
                         session.ping_timeout()
@@ -975,7 +1000,7 @@ class IrcServer:
             return
         sock = admitted
         session = IrcSession(sock, address, chat.hub, chat.settings, IRC_CODEC)
-        connection = Reader(session, spawn=self._reader_spawn, on_closed=self._reader_closed)
+        connection = Reader(session, spawn=self._reader_spawn, on_closed=self._reader_closed, acts_in_loop=chat._acts_in_loop)
         chat.connections.add(connection)
         self.connections.add(connection)
         try:
