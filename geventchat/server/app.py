@@ -103,6 +103,10 @@ class ChatServer:
         # them, without waking a reader greenlet, where nothing the hub does for them waits:
         # a hub of this process alone (any history store only queues what it records).
         self._acts_in_loop = type(self.hub) is Hub
+        # What every line Reader is given, bound once: a bound method made per connection
+        # would be 64 bytes of each one.
+        self._reader_spawn = self._handlers.spawn
+        self._reader_closed = self._forget
         self._stopping = False
         self.per_address = AddressCounts(self.settings.max_per_ip)  # --max-per-ip, for every port
         self.stats = self.hub.stats
@@ -229,8 +233,8 @@ class ChatServer:
             address,
             self.hub,
             self.settings,
-            spawn=self._handlers.spawn,
-            on_closed=self._forget,
+            spawn=self._reader_spawn,
+            on_closed=self._reader_closed,
             acts_in_loop=self._acts_in_loop,
         )
         self.connections.add(connection)
