@@ -459,3 +459,23 @@ def test_a_batch_goes_out_when_it_is_full():
     hub.add(FakeMember(), "last")  # the batch is full: out now, before its time
     (piece,) = a.take()
     assert piece.count("\n") == limits.PRESENCE_BATCH_MAX and piece.endswith("*** last joined lobby\n")
+
+
+def test_without_presence_a_storm_of_line_joins_holds_nothing_but_irc_users_are_told():
+    later = Later()
+    hub = Hub(presence=False, log_messages=False, call_later=later.call_later, clock=later.clock)
+    members = [FakeMember() for _ in range(5)]
+    for number, member in enumerate(members):
+        hub.add(member, f"m{number}")
+    assert later.calls == []  # nobody in the room is told presence: nothing held for later
+    assert [member.take()[1:] for member in members] == [[]] * 5  # each its welcome only
+    bob = FakeIrcMember()
+    hub.add(bob, "bob", None)
+    hub.enter(bob, "lobby")
+    bob.take()
+    late, later_still = FakeMember(), FakeMember()
+    hub.add(late, "late")
+    hub.add(later_still, "later")
+    later.run_due(limits.PRESENCE_BATCH_S)
+    assert "".join(bob.take()) == ":late!line@geventchat JOIN #lobby\r\n:later!line@geventchat JOIN #lobby\r\n"
+    assert members[0].take() == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from geventchat.chat import events
@@ -32,6 +33,8 @@ log = logging.getLogger("geventchat")
 
 # The encodings in which a chat event is exactly one line per text (the line protocol's).
 LINE_ENCODINGS = frozenset(("line", "line-quiet"))
+# The encodings whose members are told no presence (events.encode_line_quiet).
+PRESENCE_UNSEEN = frozenset(("line-quiet",))
 
 
 class Member(Protocol):
@@ -469,6 +472,8 @@ class Hub:
             event = events.raw(event)
         if event.kind in events.PRESENCE and self.call_later is not None:
             held = room.held
+            if held is None and room.groups.keys() <= PRESENCE_UNSEEN:
+                return  # nobody here is told presence (--no-presence, no IRC user): nothing to hold
             if held is not None:
                 held.append((event, exclude))
                 if len(held) >= limits.PRESENCE_BATCH_MAX:
@@ -477,7 +482,9 @@ class Hub:
             now = self.clock()
             if now < room.presence_due:
                 room.held = [(event, exclude)]
-                self.call_later(room.presence_due - now, lambda: self.send_held(room))
+                # (A partial, not a lambda: a lambda would make cells of room and self on
+                # every call of this method, the relay's hot path.)
+                self.call_later(room.presence_due - now, partial(self.send_held, room))
                 return
             room.presence_due = now + limits.PRESENCE_BATCH_S
         elif room.held:
