@@ -91,7 +91,7 @@ class Reader:
         # (A repeat value, so that again() re-arms it from now: a one-shot libev timer that has
         # fired would fire at once on its next start.) No park timer: the reader never parks.
         self._park_timer = loop.timer(limits.PARK_AFTER, limits.PARK_AFTER) if parks and session.plain else None
-        self._wake: Any = None  # the loop's I/O watcher while parked
+        self._wake: Any = None  # the loop's I/O watcher that is started while parked
         self.parked = False
         self._stopping = False  # the server is stopping: finish at the next chance
         self._bucket: TokenBucket | None = None
@@ -294,8 +294,10 @@ class Reader:
         """End this reader greenlet's work; a watcher starts a new one when input comes."""
         self.parked = True
         self._greenlet = None
-        self._wake = self._loop.io(self.session.sock.fileno(), 1)
-        self._wake.start(self._input_came)
+        wake = self._wake
+        if wake is None:  # (made once, kept stopped between parks until the connection ends)
+            wake = self._wake = self._loop.io(self.session.sock.fileno(), 1)
+        wake.start(self._input_came)
 
     def _input_came(self) -> None:
         """Loop callback of the parked connection's watcher: input came.
@@ -358,10 +360,8 @@ class Reader:
         if not self.parked:
             return None
         self.parked = False
-        wake, self._wake = self._wake, None
-        if wake is not None:
-            wake.stop()
-            wake.close()
+        if self._wake is not None:
+            self._wake.stop()
         return self._spawn(self._read_loop, False, b"", ready, pending)
 
     # ------------------------------------------------------------------- leaving
@@ -394,6 +394,9 @@ class Reader:
     def _finish(self) -> None:
         """The client has gone (or is sent away): leave the chat, flush, close, log."""
         self._finishing = True
+        wake, self._wake = self._wake, None
+        if wake is not None:
+            wake.close()
         session = self.session
         session.hub.remove(session, session.drop_reason or self._leave_reason, announce=self._announce)
         farewell = b"" if session.closed else session.codec.farewell(session, self._stopping)

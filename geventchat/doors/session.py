@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import _socket
 import contextlib
+import functools
 import ipaddress
 import socket
 import time
@@ -64,6 +65,7 @@ def describe_peer(address: tuple) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@functools.lru_cache(maxsize=1024)  # (parsing an address is most of a connection's set-up here)
 def _is_loopback(host: str) -> bool:
     try:
         ip = ipaddress.ip_address(host.partition("%")[0])

@@ -102,7 +102,7 @@ class ChatServer:
         # Chat lines from a plain connection are relayed in the loop's callback that finds
         # them, without waking a reader greenlet, where nothing the hub does for them waits:
         # a hub of this process alone (any history store only queues what it records).
-        self._acts_in_loop = type(self.hub) is Hub
+        self.acts_in_loop = type(self.hub) is Hub
         # What every line Reader is given, bound once: a bound method made per connection
         # would be 64 bytes of each one.
         self._reader_spawn = self._handlers.spawn
@@ -182,35 +182,37 @@ class ChatServer:
         lifecycle.info("Server stopped")
 
     def _run_handler(
-        self, run: Callable[..., None], handle: Callable[..., None], close: Callable[..., None], args: tuple
+        self, run: Callable[..., None], handle: Callable[..., bool], close: Callable[..., None], args: tuple
     ) -> None:
-        """How the listener runs ``handle`` for an accepted connection (gevent calls this
-        with its wrapper ``run``, which closes the accepted socket object afterwards): in a
-        greenlet of the server's group, or, for a connection admitted at once and whose
-        start cannot wait (``_admit_inline``), right here in the loop's accept callback.
-        A refusal (it waits, bounded, for the refusal line to go out) always gets a greenlet."""
+        """How the listener runs ``handle`` for an accepted connection: in a greenlet of the
+        server's group, or, for a connection admitted at once and whose start cannot wait
+        (``_admit_inline``), right here in the loop's accept callback. A refusal (it waits,
+        bounded, for the refusal line to go out) always gets a greenlet.
+
+        gevent hands over its wrapper ``run``, which closes the accepted socket once the
+        handler returns; a plain connection goes on using that socket after its first
+        greenlet (or this callback) is done, so ours closes it only when no connection
+        took it (``_close_unless_taken``)."""
         if not self._admit_inline or self._stopping:
-            self._handlers.spawn(run, handle, close, args)
+            self._handlers.spawn(_close_unless_taken, handle, close, args)
             return
         sock, address = args
         refusal = self.admission(address)
         if refusal is not None:
             self._handlers.spawn(run, self._refuse, close, (sock, address, REFUSAL_LINES[refusal], refusal))
             return
-        try:
-            self._serve_admitted(sock, address)
-        finally:
-            close(*args)
+        _close_unless_taken(self._serve_admitted, close, args)
 
-    def _handle(self, sock: socket.socket, address: tuple) -> None:
+    def _handle(self, sock: socket.socket, address: tuple) -> bool:
+        """Serve a connection of the chat port; True if a connection took ``sock``."""
         if self._stopping:
             sock.close()
-            return
+            return False
         refusal = self.admission(address)
         if refusal is not None:
             self._refuse(sock, address, REFUSAL_LINES[refusal], refusal)
-            return
-        self._serve_admitted(sock, address)
+            return False
+        return self._serve_admitted(sock, address)
 
     def admission(self, address: tuple) -> str | None:
         """None if a new connection from ``address``, on any port, has its place (its
@@ -222,11 +224,13 @@ class ChatServer:
             return PER_ADDRESS_REASON
         return None
 
-    def _serve_admitted(self, sock: socket.socket, address: tuple) -> None:
-        """Serve a connection that has its place (``per_address`` acquired)."""
-        admitted = self.admit(sock, address)
+    def _serve_admitted(self, sock: socket.socket, address: tuple) -> bool:
+        """Serve a connection of the chat port that has its place (``per_address``
+        acquired); True if the connection took ``sock`` (a plain one: it closes it)."""
+        admitted = self.admit(sock, address, keep=True)
         if admitted is None:
-            return
+            return False
+        taken = admitted is sock
         sock = admitted
         connection = line_connection(
             sock,
@@ -235,7 +239,7 @@ class ChatServer:
             self.settings,
             spawn=self._reader_spawn,
             on_closed=self._reader_closed,
-            acts_in_loop=self._acts_in_loop,
+            acts_in_loop=self.acts_in_loop,
         )
         self.connections.add(connection)
         try:
@@ -244,18 +248,24 @@ class ChatServer:
             log.exception("Internal error while serving %s", connection.peer)
             sock.close()
             self._forget(connection)
+        return taken
 
-    def admit(self, sock: socket.socket, address: tuple) -> socket.socket | None:
+    def admit(self, sock: socket.socket, address: tuple, *, keep: bool = False) -> socket.socket | None:
         """A connection that has its place (``per_address`` acquired), made ready to serve
         on any port: tuned, through its TLS handshake when the port speaks TLS, and counted
-        as accepted. None if the handshake failed (its place is given back then)."""
+        as accepted. None if the handshake failed (its place is given back then).
+
+        ``keep``: the caller's listener leaves a plain ``sock`` open when its handler
+        returns (the chat port's, ``_close_unless_taken``), so it is served as it is."""
         _tune(sock)
         if self.tls_context is None:
-            # The StreamServer closes the socket it handed us when this handler returns,
-            # but a plain connection outlives its first greenlet when its reader parks: it
-            # takes the descriptor into a socket object of its own (the old one's close is
-            # then a no-op). TLS readers never park.
-            ready: socket.socket | None = gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            # A listener that closes the socket it handed us when its handler returns
+            # (gevent's StreamServer does) would cut a plain connection whose reader parked:
+            # it takes the descriptor into a socket object of its own (the old one's close
+            # is then a no-op). TLS readers never park.
+            ready: socket.socket | None = (
+                sock if keep else gsocket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+            )
         else:
             try:
                 ready = self._handshake(sock, address)
@@ -305,6 +315,17 @@ class ChatServer:
             except OSError:
                 pass
         sock.close()
+
+
+def _close_unless_taken(handle: Callable[..., bool], close: Callable[..., None], args: tuple) -> None:
+    """gevent's handler wrapper, but ``close`` (the accepted socket's) only if ``handle``
+    did not say that a connection took the socket."""
+    taken = False
+    try:
+        taken = handle(*args)
+    finally:
+        if not taken:
+            close(*args)
 
 
 def _tune(sock: socket.socket) -> None:
@@ -572,6 +593,13 @@ def _silence(stream) -> bool:
 
 
 def configure_logging(level: str) -> None:
+    # A console line is its message alone: a record need not find its caller's frame nor
+    # note its thread and process (the logging HOWTO's "Optimization" settings). A connect
+    # storm logs a line per connection; this is about a third of what each line cost.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = ConsoleHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("geventchat")
