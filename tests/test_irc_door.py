@@ -283,17 +283,19 @@ def test_chat_and_commands_in_one_chunk_are_carried_out_in_order(door, connect):
         "PRIVMSG #lobby :four",
         "PART #lobby :bye",
     )
+    # bob's replies first: once bob has its PONG, all it sent is carried out (carol's PING,
+    # sent after that, is answered after everything relayed to her)
+    assert bob.sync() == [
+        ":geventchat 306 bob :You have been marked as being away",
+        ":geventchat 403 bob #elsewhere :No such channel",
+        ":bob!~user@geventchat PART #lobby :bye",
+    ]
     assert carol.sync() == [
         ":bob!~user@geventchat PRIVMSG #lobby :one",
         ":bob!~user@geventchat PRIVMSG #lobby :two",
         ":bob!~user@geventchat PRIVMSG #lobby :three",
         ":bob!~user@geventchat PRIVMSG #lobby :\x01ACTION waves\x01",
         ":bob!~user@geventchat PRIVMSG #lobby :four",
-        ":bob!~user@geventchat PART #lobby :bye",
-    ]
-    assert bob.sync() == [
-        ":geventchat 306 bob :You have been marked as being away",
-        ":geventchat 403 bob #elsewhere :No such channel",
         ":bob!~user@geventchat PART #lobby :bye",
     ]
     assert alice.lines(6) == ["bob: one", "bob: two", "bob: three", "* bob waves", "bob: four", "*** bob left lobby"]
