@@ -479,3 +479,23 @@ def test_without_presence_a_storm_of_line_joins_holds_nothing_but_irc_users_are_
     later.run_due(limits.PRESENCE_BATCH_S)
     assert "".join(bob.take()) == ":late!line@geventchat JOIN #lobby\r\n:later!line@geventchat JOIN #lobby\r\n"
     assert members[0].take() == []
+
+
+def test_commands_wait_only_on_a_store_that_waits(tmp_path):
+    # A door carries out commands in the loop's callback only when nothing they do waits.
+    from geventchat.chat.accounts import Accounts
+    from geventchat.stores.accounts import SqliteAccountStore
+    from geventchat.stores.memory import MemoryHistory
+    from geventchat.stores.sqlite_history import SQLiteHistory
+
+    assert not Hub().commands_wait
+    assert not Hub(history=MemoryHistory(100)).commands_wait
+    on_disk = SQLiteHistory(str(tmp_path / "history.db"), 100)
+    try:
+        assert Hub(history=on_disk).commands_wait
+    finally:
+        on_disk.close()
+    hub = Hub(history=MemoryHistory(100))
+    hub.accounts = Accounts(SqliteAccountStore(str(tmp_path / "chat.db")), hub.stats)
+    assert hub.commands_wait
+    hub.accounts.close()

@@ -43,6 +43,10 @@ TAKEOVER_WAIT = 5.0
 
 
 class ClusterHub(Hub):
+    @property
+    def commands_wait(self) -> bool:
+        return True  # a name or a room is claimed through Redis
+
     def __init__(
         self,
         bus: RedisBus,

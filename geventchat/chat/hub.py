@@ -194,6 +194,14 @@ class Hub:
             member.deliver(protocol.notice(f"You are now known as {new}"))
         self.to_rooms(rooms_of(member), event, member)
 
+    @property
+    def commands_wait(self) -> bool:
+        """Whether carrying out a member's command may wait (on an account store, a history
+        read from disk or Redis): then a door runs commands in a greenlet, never in the
+        loop's callback."""
+        history = self.history
+        return self.accounts is not None or (history is not None and history.reads_wait)
+
     # -------------------------------------------------------------------- accounts
 
     def check_registered(self, member: Member, new: str) -> None:

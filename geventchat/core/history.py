@@ -49,6 +49,7 @@ class HistoryStore(Protocol):
     be read now; ``close`` writes what is pending, then stops."""
 
     name: str  # "memory", "sqlite" or "redis": the store label of the metrics
+    reads_wait: bool  # whether ``recent`` may wait (on a disk, a network)
 
     def record(self, room_key: str, nick: str, texts: Sequence[str], action: bool = False) -> None: ...
 

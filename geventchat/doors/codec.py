@@ -90,17 +90,31 @@ class LineCodec:
         return b""
 
     def act_at_once(self, session: Session, events: list[protocol.FramerEvent]) -> int:
-        """Relay the leading plain chat lines of a chunk (``protocol.is_plain_chat``: what
-        ``parse_line`` would make a ``Chat``) and say how many; the reader hands the rest
-        to ``act``. What this does never waits, so a parked connection's reader may run it
-        in the loop's callback, without a greenlet (``Reader``'s ``acts_in_loop``)."""
+        """Carry out what of a chunk never waits and say how many events that was; the
+        reader hands the rest to ``act``. It may then run in the loop's callback, without a
+        greenlet (``Reader``'s ``acts_in_loop``).
+
+        The leading plain chat lines (``protocol.is_plain_chat``: what ``parse_line`` would
+        make a ``Chat``) go to the hub together. When the hub's commands do not wait either
+        (``Hub.commands_wait``: no account store, history in memory or none), everything
+        up to the client's leaving goes too (a command, an error line); the leaving (exit,
+        /quit, a wrong door) is a reader greenlet's."""
         count = protocol.plain_chat_count(events)
         if count:
             session.hub.chat_lines(session, events if count == len(events) else events[:count])  # type: ignore[arg-type]
-        return count
+        if count == len(events) or session.hub.commands_wait:
+            return count
+        return self._act(session, events, count, in_loop=True)[0]
 
     def act(self, session: Session, events: list[protocol.FramerEvent]) -> protocol.Quit | None:
-        """Carry out the lines of one received chunk, in order; the Quit if the client leaves.
+        """Carry out the lines of one received chunk, in order; the Quit if the client leaves."""
+        return self._act(session, events, 0, in_loop=False)[1]
+
+    def _act(
+        self, session: Session, events: list[protocol.FramerEvent], start: int, in_loop: bool
+    ) -> tuple[int, protocol.Quit | None]:
+        """Carry out ``events[start:]`` in order: how far it got, and the Quit if the client
+        leaves. ``in_loop``: stop before the client's leaving (its index is returned).
 
         Consecutive chat lines go to the hub together, which sends them on as one piece per
         recipient: the per-recipient work (the relay's hot path) is then paid per chunk, not
@@ -109,7 +123,8 @@ class LineCodec:
         batch: list[str] = []
         hub = session.hub
         plain_chat = protocol.is_plain_chat
-        for event in events:
+        for index in range(start, len(events)):
+            event = events[index]
             if event.__class__ is str and plain_chat(event):
                 batch.append(event)
                 continue
@@ -121,6 +136,8 @@ class LineCodec:
             if batch:
                 hub.chat_lines(session, batch)
                 batch = []
+            if in_loop and (kind is protocol.Quit or kind is wrongdoor.WrongDoor):
+                return index, None
             hub.catch_up(session)  # a reply comes after what happened in its room before
             if kind is protocol.Command:
                 commands.dispatch(hub, session, request)  # type: ignore[arg-type]
@@ -130,15 +147,15 @@ class LineCodec:
                 hub.stats.lines_too_long += 1
                 session.deliver(protocol.line_too_long(session.settings.max_line))
             elif kind is protocol.Quit:
-                return request  # type: ignore[return-value]
+                return index, request  # type: ignore[return-value]
             elif kind is wrongdoor.WrongDoor:
                 _turn_away(session, request.kind)  # type: ignore[union-attr]
-                return protocol.Quit()
+                return index, protocol.Quit()
             if session.closed:
-                return None
+                return len(events), None
         if batch:
             hub.chat_lines(session, batch)
-        return None
+        return len(events), None
 
 
 def _turn_away(session: Session, kind: str) -> None:

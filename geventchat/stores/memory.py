@@ -14,6 +14,7 @@ from geventchat.stores.runs import make_run
 
 class MemoryHistory:
     name = "memory"
+    reads_wait = False
 
     def __init__(self, keep: int, *, memory: int = DEFAULT_BUDGET_MIB * MIB) -> None:
         if keep < 1:

@@ -43,6 +43,7 @@ CLOSE_TIMEOUT = 3.0
 
 class RedisHistory:
     name = "redis"
+    reads_wait = True
 
     def __init__(self, url: str, keep: int, *, prefix: str = "geventchat") -> None:
         try:

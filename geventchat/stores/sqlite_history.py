@@ -107,6 +107,7 @@ _READ = f"SELECT {_COLUMNS[1:-1]} FROM history WHERE room_key = ? ORDER BY id DE
 
 class SQLiteHistory:
     name = "sqlite"
+    reads_wait = True
 
     def __init__(
         self,
