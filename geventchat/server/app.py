@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, cast
@@ -564,13 +565,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class ConsoleHandler(logging.StreamHandler):
-    """One line per record on stdout, flushed after each (StreamHandler does), so the
+    """One line per record on stdout, flushed at the end of the event loop's turn, so the
     console stays live when stdout is a pipe or a file.
+
+    StreamHandler flushes after each record: a write to the pipe or file per line. A
+    connect storm logs a line per connection, and a turn of the loop accepts up to a
+    hundred: their lines now go out in one write. A record from another thread, or with no
+    loop running yet, is flushed at once as before; so is everything at close.
 
     A console whose reader has gone (``geventchat-server | head -1``) is no error of the
     server's: its lines go to /dev/null from then on, instead of a "Logging error"
     traceback on stderr for every one of them (and another at exit).
     """
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._flush_pending = False
+        self._loop_thread = threading.get_ident()
+
+    def flush(self) -> None:
+        if self._flush_pending:
+            return
+        if threading.get_ident() != self._loop_thread:
+            self.flush_now()
+            return
+        self._flush_pending = True
+        gevent.get_hub().loop.run_callback(self._flush_at_turn_end)
+
+    def _flush_at_turn_end(self) -> None:
+        self._flush_pending = False
+        self.acquire()
+        try:
+            self.flush_now()
+        except Exception:
+            if not (isinstance(sys.exc_info()[1], BrokenPipeError) and _silence(self.stream)):
+                raise
+        finally:
+            self.release()
+
+    def flush_now(self) -> None:
+        super().flush()
+
+    def close(self) -> None:
+        try:
+            self.flush_now()
+        except (OSError, ValueError):
+            pass
+        super().close()
 
     def handleError(self, record: logging.LogRecord) -> None:
         if isinstance(sys.exc_info()[1], BrokenPipeError) and _silence(self.stream):

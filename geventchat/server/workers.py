@@ -107,6 +107,7 @@ def run_workers(args, serve) -> int:
             except BaseException:
                 log.exception("Worker %d failed", index + 1)
             finally:
+                logging.shutdown()  # the console's last lines are written (it flushes once per loop turn)
                 os._exit(code)
         workers[pid] = index
 
