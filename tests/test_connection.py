@@ -91,3 +91,33 @@ def test_a_parked_client_that_never_reads_is_still_dropped(start_server):
     server.wait_for_text(f"Client 127.0.0.1:{stuck.port} disconnected (send queue exceeded)")
     talker.send("still here")
     assert listener.line() == f"{talker.nick}: still here"
+
+
+def test_a_tuned_listener_hands_out_sockets_that_need_no_tuning_of_their_own():
+    # The chat and IRC ports skip tune() per connection when tune_listener() says the
+    # accepted sockets inherit TCP_NODELAY and SO_KEEPALIVE: they must really have them.
+    import socket
+    import sys
+
+    from geventchat.doors.connection import tune_listener
+
+    def accepted(listener):
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client = socket.create_connection(listener.getsockname())
+        sock, _ = listener.accept()
+        options = (
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        )
+        for each in (sock, client, listener):
+            each.close()
+        return options
+
+    plain = socket.socket()
+    assert accepted(plain) == (0, 0)  # nothing inherited unless the listener has it
+    tuned = socket.socket()
+    inherits = tune_listener(tuned)
+    assert inherits == sys.platform.startswith("linux")
+    if inherits:
+        assert all(accepted(tuned))

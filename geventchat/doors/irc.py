@@ -34,6 +34,7 @@ from geventchat.core import irc, limits, protocol
 from geventchat.core.history import MAX_REQUEST, Entry, stamp
 from geventchat.doors import guard
 from geventchat.doors.codec import LINE_CODEC
+from geventchat.doors.connection import tune_listener
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import Session, describe_peer
 
@@ -932,6 +933,7 @@ class IrcServer:
         self.ping_interval = ping_interval
         self._listener = StreamServer(listener, self._handle, spawn=chat.spawn_handler)
         self._pinger: gevent.Greenlet | None = None
+        self._accepted_tuned = False  # see tune_listener, once the listener is started
         self.connections: set[Reader] = set()  # of IrcSessions
         # What every Reader is given, bound once here: a bound method made per connection
         # would be 64 bytes of each one.
@@ -946,6 +948,7 @@ class IrcServer:
 
     def start(self) -> None:
         self._listener.start()
+        self._accepted_tuned = tune_listener(self._listener.socket)
         if self.ping_interval > 0:
             self._pinger = gevent.spawn(self._ping_loop)
         lifecycle.info("IRC listening on %s", describe_peer(self.address))
@@ -995,7 +998,7 @@ class IrcServer:
         if refusal is not None:
             self._refuse(sock, address, IRC_REFUSALS[refusal])
             return
-        admitted = chat.admit(sock, address)  # tuned, TLS, counted: as on the chat port
+        admitted = chat.admit(sock, address, tuned=self._accepted_tuned)  # tuned, TLS, counted: as on the chat port
         if admitted is None:
             return
         sock = admitted

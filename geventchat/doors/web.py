@@ -41,6 +41,7 @@ from geventchat.core.webproto import (
 )
 from geventchat.doors import guard
 from geventchat.doors.codec import LineCodec
+from geventchat.doors.connection import tune, tune_listener
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import Session, describe_peer
 
@@ -132,6 +133,7 @@ class WebServer:
         self.scheme = "https" if self.tls_context is not None else "http"
         self.files = load_static()
         self._http_phase: set[gevent.Greenlet] = set()
+        self._accepted_tuned = False  # see tune_listener, once the listener is started
         # Handlers run in the chat server's group, so its stop waits for WebSocket
         # clients exactly as for TCP clients.
         # ``listener``: a listening socket made elsewhere (a --workers worker's share).
@@ -153,6 +155,7 @@ class WebServer:
 
     def start(self) -> None:
         self._listener.start()
+        self._accepted_tuned = tune_listener(self._listener.socket)
         # Like "Server listening on": shown at every --log-level, scripts wait for it.
         logging.getLogger("geventchat.lifecycle").info("Web client on %s", self.url)
 
@@ -169,11 +172,8 @@ class WebServer:
         if chat.stopping:
             sock.close()
             return
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        except OSError:
-            pass
+        if not self._accepted_tuned:
+            tune(sock)
         me = cast(gevent.Greenlet, gevent.getcurrent())  # a handler runs in a pool's Greenlet
         self._http_phase.add(me)
         try:

@@ -31,7 +31,7 @@ from geventchat.core import limits
 from geventchat.core.config import Settings
 from geventchat.core.history import DEFAULT_KEEP, DEFAULT_REQUEST
 from geventchat.doors import tls
-from geventchat.doors.connection import line_connection
+from geventchat.doors.connection import line_connection, tune, tune_listener
 from geventchat.doors.guard import PER_ADDRESS_REASON, REFUSAL_LINES, SERVER_FULL_REASON, AddressCounts, Sweeper
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import describe_peer
@@ -108,6 +108,7 @@ class ChatServer:
         # would be 64 bytes of each one.
         self._reader_spawn = self._handlers.spawn
         self._reader_closed = self._forget
+        self.accepted_tuned = False  # see tune_listener, once the listener is started
         self._stopping = False
         self.per_address = AddressCounts(self.settings.max_per_ip)  # --max-per-ip, for every port
         self.stats = self.hub.stats
@@ -157,6 +158,7 @@ class ChatServer:
     def start(self) -> None:
         """Bind and start accepting; raises OSError when the address cannot be used."""
         self._listener.start()
+        self.accepted_tuned = tune_listener(self._listener.socket)
         self._sweeper.start()
         self._trimmer.start()
         host, port = self._listener.address[:2]
@@ -228,7 +230,7 @@ class ChatServer:
     def _serve_admitted(self, sock: socket.socket, address: tuple) -> bool:
         """Serve a connection of the chat port that has its place (``per_address``
         acquired); True if the connection took ``sock`` (a plain one: it closes it)."""
-        admitted = self.admit(sock, address, keep=True)
+        admitted = self.admit(sock, address, keep=True, tuned=self.accepted_tuned)
         if admitted is None:
             return False
         taken = admitted is sock
@@ -251,14 +253,16 @@ class ChatServer:
             self._forget(connection)
         return taken
 
-    def admit(self, sock: socket.socket, address: tuple, *, keep: bool = False) -> socket.socket | None:
+    def admit(self, sock: socket.socket, address: tuple, *, keep: bool = False, tuned: bool = False) -> socket.socket | None:
         """A connection that has its place (``per_address`` acquired), made ready to serve
         on any port: tuned, through its TLS handshake when the port speaks TLS, and counted
         as accepted. None if the handshake failed (its place is given back then).
 
         ``keep``: the caller's listener leaves a plain ``sock`` open when its handler
-        returns (the chat port's, ``_close_unless_taken``), so it is served as it is."""
-        _tune(sock)
+        returns (the chat port's, ``_close_unless_taken``), so it is served as it is.
+        ``tuned``: it inherited ``tune`` from its listener (``tune_listener``)."""
+        if not tuned:
+            tune(sock)
         if self.tls_context is None:
             # A listener that closes the socket it handed us when its handler returns
             # (gevent's StreamServer does) would cut a plain connection whose reader parked:
@@ -327,16 +331,6 @@ def _close_unless_taken(handle: Callable[..., bool], close: Callable[..., None],
     finally:
         if not taken:
             close(*args)
-
-
-def _tune(sock: socket.socket) -> None:
-    try:
-        # Lines are small and already batched per loop turn: send them at once.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # Find peers that vanished without a word (power loss, dropped NAT state).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    except OSError:
-        pass  # not a TCP socket (or already reset): nothing to tune
 
 
 # ---------------------------------------------------------------------- command line
