@@ -93,6 +93,16 @@ def text_of(line: str) -> str:
     return line.split(" :", 1)[1] if " :" in line else line.rsplit(" ", 1)[1]
 
 
+def in_lobby(connect, port):
+    """Two IRC users, bob and carol, registered and in #lobby (carol joined last)."""
+    bob, carol = connect(port), connect(port)
+    bob.register("bob")
+    carol.register("carol")
+    bob.joined("#lobby")
+    carol.joined("#lobby")
+    return bob, carol
+
+
 # ------------------------------------------------------------------ registration
 
 
@@ -152,11 +162,7 @@ def test_commands_before_registration_get_451(door, connect):
 def test_ping_pong_both_ways_and_ping_timeout(door, connect):
     server, port = door("--irc-ping-interval", "1")
     line_user = connect(server.port, ChatClient)
-    bob, carol = connect(port), connect(port)
-    bob.register("bob")
-    carol.register("carol")
-    bob.joined("#lobby")
-    carol.joined("#lobby")
+    bob, carol = in_lobby(connect, port)
     bob.send("PING :hello there")
     assert bob.until(lambda l: "PONG" in l)[1] == ":geventchat PONG geventchat :hello there"
     bob.send("PING")
@@ -266,11 +272,7 @@ def test_chat_and_commands_in_one_chunk_are_carried_out_in_order(door, connect):
     all the same, for the channel and for the sender."""
     server, port = door()
     alice = connect(server.port, ChatClient)
-    bob, carol = connect(port), connect(port)
-    bob.register("bob")
-    carol.register("carol")
-    bob.joined("#lobby")
-    carol.joined("#lobby")
+    bob, carol = in_lobby(connect, port)
     assert bob.sync() == [":carol!~user@geventchat JOIN #lobby"]
     alice.until(lambda l: l == "*** carol joined lobby")
     bob.send(
@@ -371,11 +373,7 @@ def test_nick_clash_across_doors(door, connect):
 def test_no_presence_quiets_line_users_only(door, connect):
     server, port = door("--no-presence")
     alice = connect(server.port, ChatClient)
-    bob, carol = connect(port), connect(port)
-    bob.register("bob")
-    carol.register("carol")
-    bob.joined("#lobby")
-    carol.joined("#lobby")
+    bob, carol = in_lobby(connect, port)
     carol.send("QUIT")
     assert bob.until(lambda l: "QUIT" in l) == ([":carol!~user@geventchat JOIN #lobby"], ":carol!~user@geventchat QUIT :Quit")
     alice.expect_nothing()
@@ -389,11 +387,7 @@ def test_no_presence_quiets_line_users_only(door, connect):
 def test_names_topic_who_whois_list_mode_away(door, connect):
     server, port = door()
     alice = connect(server.port, ChatClient)
-    bob, carol = connect(port), connect(port)
-    bob.register("bob")
-    carol.register("carol")
-    bob.joined("#lobby")
-    carol.joined("#lobby")
+    bob, carol = in_lobby(connect, port)
     bob.sync()
     bob.send("NAMES #lobby")
     assert bob.sync() == [
