@@ -169,36 +169,31 @@ class Reader:
             stats = session.hub.stats
             gate = session.hub.input_gate
             while not session.closed:
-                if pending is not None:
+                if pending is not None:  # framed and counted by the loop's read already
                     events, pending = pending, None
-                    request = act(session, events)  # (never throttled: see _acts_in_loop)
-                    if request is not None:
-                        self._leave_reason = request.reason
-                    else:
-                        park = True  # done what needed a greenlet: the loop reads again
-                    return
-                data: bytes | None
-                if initial:
-                    data, initial = initial, b""
-                elif ready:  # woken from parking by input: it is there, read it in this turn
-                    ready = False
-                    data = session.sock.recv(limits.RECV_SIZE)
                 else:
-                    if gate is not None and not gate.is_set():
-                        self._hold(gate)
-                        if session.closed:  # dropped meanwhile
-                            break
-                    data = receive()
-                if data is None:
-                    park = True
-                    return
-                if not data:
-                    break
-                stats.bytes_in += len(data)
-                self.last_input = now = monotonic()
-                events = framer.receive_data(data)
-                if events:
-                    self.line_mark = now
+                    data: bytes | None
+                    if initial:
+                        data, initial = initial, b""
+                    elif ready:  # woken from parking by input: it is there, read it in this turn
+                        ready = False
+                        data = session.sock.recv(limits.RECV_SIZE)
+                    else:
+                        if gate is not None and not gate.is_set():
+                            self._hold(gate)
+                            if session.closed:  # dropped meanwhile
+                                break
+                        data = receive()
+                    if data is None:
+                        park = True
+                        return
+                    if not data:
+                        break
+                    stats.bytes_in += len(data)
+                    self.last_input = now = monotonic()
+                    events = framer.receive_data(data)
+                    if events:
+                        self.line_mark = now
                 request = act(session, events) if bucket is None else self._act_throttled(events, bucket)
                 if request is not None:
                     self._leave_reason = request.reason
