@@ -149,13 +149,11 @@ class _Rooms:
         self._session = session
 
     def get(self, key: str, default: Room | None = None) -> Room | None:
-        for room in self._session.joined:
-            if room.key == key:
-                return room
-        return default
+        room = self._session._room(key)
+        return default if room is None else room
 
     def __contains__(self, key: object) -> bool:
-        return any(room.key == key for room in self._session.joined)
+        return isinstance(key, str) and self._session._room(key) is not None
 
     def __setitem__(self, key: str, room: Room) -> None:
         session = self._session
