@@ -209,7 +209,9 @@ class IrcSession(Session):
         self._signup: _Signup | None = _Signup()  # None once registered
         self.caps: frozenset[str] = NO_CAPS  # replaced (never changed in place) by CAP REQ
         self.away = ""
-        self.ping_sent = 0.0  # when the server pinged a silent client (0: not waiting)
+        # When the server pinged a silent client (0: not waiting); input read since
+        # (the reader's last_input, however little) answers it: see IrcServer._ping_loop.
+        self.ping_sent = 0.0
         self._sasl: str | None = None  # base64 of an AUTHENTICATE PLAIN under way, else None
 
     # Encoded events (already IRC lines) go straight to the outbox; ``deliver`` is for the
@@ -259,7 +261,6 @@ class IrcSession(Session):
     def act_all(self, received: list) -> protocol.Quit | None:
         """Carry out one chunk's messages in order: chat through ``relay_chat``, the rest
         one by one. With --rate the reader hands them over one at a time."""
-        self.ping_sent = 0.0
         done, count = 0, len(received)
         while done < count:
             done += self.relay_chat(received, done)
@@ -892,7 +893,6 @@ class IrcCodec:
     def act_at_once(self, session: Session, events: list) -> int:
         """The chunk's leading chat, relayed in the loop's callback (``Reader``'s
         ``acts_in_loop``); how many messages that was, the reader hands the rest to ``act``."""
-        session.ping_sent = 0.0  # type: ignore[attr-defined]  # an IrcSession: any input answers a PING
         return session.relay_chat(events)  # type: ignore[attr-defined]
 
     def farewell(self, session: Session, stopping: bool) -> bytes:
