@@ -45,7 +45,6 @@ from geventchat.server.binding import (
     port_clash,
 )
 from geventchat.server.memory import MemoryTrimmer
-from geventchat.stores.memory import MemoryHistory
 from geventchat.stores.roommemory import DEFAULT_BUDGET_MIB, MIB
 from geventchat.stores.sqlitedb import StoreError
 
@@ -93,13 +92,12 @@ class ChatServer:
             listener or (host, port), self._handle, spawn=self._run_handler, backlog=None if listener else LISTEN_BACKLOG
         )
         # A plain connection whose start cannot wait (no TLS handshake; a hub of this process
-        # alone, whose history, if any, is in memory) is admitted in the accept callback
-        # itself, without a greenlet of its own: a new greenlet costs about 20 us and a
-        # fresh 16 KiB Python data stack (an mmap and a munmap), most of a connect storm.
+        # alone, whose history, if any, is read without waiting: in memory) is admitted in
+        # the accept callback itself, without a greenlet of its own: a new greenlet costs
+        # about 20 us and a fresh 16 KiB Python data stack (an mmap and a munmap), most of
+        # a connect storm.
         history = self.hub.history
-        self._admit_inline = (
-            tls_context is None and type(self.hub) is Hub and (history is None or isinstance(history, MemoryHistory))
-        )
+        self._admit_inline = tls_context is None and type(self.hub) is Hub and (history is None or not history.reads_wait)
         # Chat lines from a plain connection are relayed in the loop's callback that finds
         # them, without waking a reader greenlet, where nothing the hub does for them waits:
         # a hub of this process alone (any history store only queues what it records).
@@ -564,8 +562,9 @@ class ConsoleHandler(logging.StreamHandler):
 
     StreamHandler flushes after each record: a write to the pipe or file per line. A
     connect storm logs a line per connection, and a turn of the loop accepts up to a
-    hundred: their lines now go out in one write. A record from another thread, or with no
-    loop running yet, is flushed at once as before; so is everything at close.
+    hundred: their lines now go out in one write. A record from another thread is flushed
+    at once as before, and so is everything at close; one logged before the loop runs
+    (start-up) goes out at the loop's first turn.
 
     A console whose reader has gone (``geventchat-server | head -1``) is no error of the
     server's: its lines go to /dev/null from then on, instead of a "Logging error"
