@@ -20,6 +20,7 @@ class Settings:
     max_per_ip: int = limits.MAX_PER_IP
     idle_timeout: float = limits.IDLE_TIMEOUT  # seconds; 0 = off
     line_timeout: float = limits.LINE_TIMEOUT  # seconds; 0 = off
+    busy_turn: float = limits.BUSY_TURN  # seconds (--turn-ms); 0 = the loop turns freely
     # The server's other doors, named to a client that knocks at the wrong one (wrongdoor.py);
     # the real ports, known once they are bound. None: not open.
     web_port: int | None = None

@@ -33,6 +33,7 @@ from geventchat.core.history import DEFAULT_KEEP, DEFAULT_REQUEST
 from geventchat.doors import tls
 from geventchat.doors.connection import line_connection, tune, tune_listener
 from geventchat.doors.guard import PER_ADDRESS_REASON, REFUSAL_LINES, SERVER_FULL_REASON, AddressCounts, Sweeper
+from geventchat.doors.pacer import LoopPacer
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import describe_peer
 from geventchat.server.accountsetup import open_accounts
@@ -102,6 +103,9 @@ class ChatServer:
         # them, without waking a reader greenlet, where nothing the hub does for them waits:
         # a hub of this process alone (any history store only queues what it records).
         self.acts_in_loop = type(self.hub) is Hub
+        # --turn-ms: a busy loop's turns that send output last at least that long, so that
+        # each client gets one send per turn for many senders' lines (doors/pacer.py).
+        self.pacer = LoopPacer(self.settings.busy_turn) if self.settings.busy_turn > 0 else None
         # What every line Reader is given, bound once: a bound method made per connection
         # would be 64 bytes of each one.
         self._reader_spawn = self._handlers.spawn
@@ -241,6 +245,7 @@ class ChatServer:
             spawn=self._reader_spawn,
             on_closed=self._reader_closed,
             acts_in_loop=self.acts_in_loop,
+            pacer=self.pacer,
         )
         self.connections.add(connection)
         try:
@@ -361,6 +366,13 @@ _port.__name__ = "port"
 _positive_float.__name__ = "positive number"
 
 
+def _turn_ms(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be 0 (off) to 100 milliseconds, not {text}")
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 <= value < float("inf"):
@@ -369,6 +381,7 @@ def _seconds(text: str) -> float:
 
 
 _seconds.__name__ = "number of seconds"
+_turn_ms.__name__ = "number of milliseconds"
 
 
 def _lines(text: str) -> int:
@@ -414,6 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=limits.MAX_SENDQ,
         metavar="BYTES",
         help="output waiting for one client before it is dropped (default %(default)s)",
+    )
+    parser.add_argument(
+        "--turn-ms",
+        type=_turn_ms,
+        default=limits.BUSY_TURN * 1000,
+        metavar="MS",
+        help="while busy, a loop turn that sends output lasts at least this long, so that each client "
+        "gets one send for what many senders sent meanwhile; 0: turn as fast as input comes (default %(default)s)",
     )
     parser.add_argument(
         "--max-clients",
@@ -657,6 +678,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         max_per_ip=args.max_per_ip,
         idle_timeout=args.idle_timeout,
         line_timeout=args.line_timeout,
+        busy_turn=args.turn_ms / 1000,
     )
 
 
