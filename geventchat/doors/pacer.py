@@ -26,6 +26,11 @@ import time
 from collections.abc import Callable
 
 import gevent
+from gevent import monkey
+
+# The blocking sleep, even in a process that gevent has monkey-patched (a server linked to
+# others over Redis is): the wait runs in a loop callback, where gevent's sleep cannot.
+_blocking_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
 
 
 class LoopPacer:
@@ -39,7 +44,7 @@ class LoopPacer:
         *,
         now: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = _blocking_sleep,
         run_callback: Callable[..., object] | None = None,
     ) -> None:
         if turn <= 0:
