@@ -499,3 +499,18 @@ def test_commands_wait_only_on_a_store_that_waits(tmp_path):
     hub.accounts = Accounts(SqliteAccountStore(str(tmp_path / "chat.db")), hub.stats)
     assert hub.commands_wait
     hub.accounts.close()
+
+
+def test_after_relay_is_called_for_chat_to_a_room_only():
+    # The server's pacer (doors/pacer.py) hangs here: chat paces a busy loop, replies do not.
+    hub = Hub(log_messages=False)
+    calls = []
+    hub.after_relay = lambda: calls.append(len(b.lines))  # the recipients have it already
+    a, b = joined(hub, "1", "2")
+    hub.chat_lines(a, ["one", "two"])
+    run(hub, a, "/me waves")
+    assert calls == [1, 2]
+    run(hub, a, "/who")
+    run(hub, a, "/msg 2 psst")
+    run(hub, a, "/join elsewhere")
+    assert calls == [1, 2]

@@ -29,13 +29,13 @@ class Clock:
         )
 
     def turn(self, pacer: LoopPacer, began: float, work: float, sends: int = 1) -> None:
-        """One loop turn that began at ``began`` and sent ``sends`` times after ``work`` s."""
+        """One loop turn that began at ``began`` and relayed chat ``sends`` times after ``work`` s."""
         self.turn_began = self.time = began
         self.time += work
         for _ in range(sends):
-            pacer.sent()
+            pacer.relayed()
         while self.callbacks:
-            self.callbacks.pop(0)()
+            self.callbacks.pop(0)()  # the hop, then the wait
 
 
 def test_a_turn_after_a_quiet_time_is_not_held():
@@ -67,12 +67,17 @@ def test_a_turn_longer_than_the_turn_length_is_not_held():
     assert clock.slept == []
 
 
-def test_one_wait_per_turn_however_many_sessions_sent():
+def test_one_wait_per_turn_after_everything_queued_in_the_turn():
     clock = Clock()
     pacer = clock.pacer()
     for _ in range(10):
-        pacer.sent()
-    assert len(clock.callbacks) == 1
+        pacer.relayed()
+        clock.callbacks.append("a flush")  # what the relay queued
+    assert len(clock.callbacks) == 11  # one hop, then the ten flushes
+    hop = clock.callbacks.pop(0)
+    hop()
+    assert clock.callbacks[:10] == ["a flush"] * 10
+    assert clock.callbacks[10].__name__ == "_wait"
 
 
 def test_a_turn_must_last():
@@ -121,3 +126,15 @@ def test_a_quick_answer_in_a_calm_room_is_not_held(start_server, clients):
         # wait after it: the answer goes out in about a millisecond, far below the 100 ms
         # it would wait behind a held turn.
         assert time.monotonic() - sent < 0.06, word
+
+
+def test_command_replies_do_not_pace_the_loop(start_server, clients):
+    server = start_server("--no-presence", "--turn-ms", "100")
+    alice = clients(server)
+    began = time.monotonic()
+    for _ in range(6):
+        alice.send("/rooms")
+        alice.expect("*** lobby (1)")
+    # Six questions and answers in turn: were each answer's turn held, the next question
+    # would wait up to 100 ms.
+    assert time.monotonic() - began < 0.3

@@ -117,6 +117,10 @@ class Hub:
         # (limits.PRESENCE_BATCH_S). None: every line at once.
         self.call_later = call_later
         self.clock = clock
+        # Called after chat went to a room's members (the assembly gives the loop's pacer,
+        # doors/pacer.py: while chat is relayed busily, a loop turn lasts --turn-ms, so that
+        # each member gets one send for many senders' lines). None: nothing.
+        self.after_relay: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ membership
 
@@ -371,6 +375,8 @@ class Hub:
             self.to_room(room, events.Event(events.CHAT, nick, getattr(member, "irc_user", "line"), room.name, texts), member)
             if self.history is not None:
                 self.history.record(room.key, nick, texts)  # only queued: written later, elsewhere
+            if self.after_relay is not None:
+                self.after_relay()
 
     def action(self, member: Member, text: str, room: Room | None = None) -> None:
         self.stats.messages_received += 1
@@ -381,6 +387,8 @@ class Hub:
             self.to_room(room, self._event(events.ACTION, member, room.name, (text,)), member)
             if self.history is not None:
                 self.history.record(room.key, member.nick, (text,), action=True)
+            if self.after_relay is not None:
+                self.after_relay()
 
     # --------------------------------------------------------------------- history
 

@@ -81,11 +81,12 @@ PRESENCE_BATCH_S = 0.1
 # 1.92 s.
 PRESENCE_BATCH_MAX = 400
 
-# Seconds that a loop turn which sends output lasts at least while the server is busy (turns
-# following each other closely; doors/pacer.py): each client then gets one send for what
-# all senders sent in that time. 10 busy clients (benchmark, window 32): 3.6 sends per chunk
-# relayed became 1, and deliveries per server CPU-second rose 1.35x; the 100- and 500-client
-# shapes gained too. A calm room's lines are never held (a turn after a quiet one is not).
+# Seconds that a loop turn which relays chat lasts at least while the server is busy (such
+# turns following each other closely; doors/pacer.py): each client then gets one send for
+# what all senders sent in that time. 10 busy clients (benchmark, window 32): 3.6 sends per
+# chunk relayed became about 1, and deliveries per server CPU-second rose 1.4x; the 100- and
+# 500-client shapes gained too. A calm room's lines are never held (a turn after a quiet
+# one is not), nor are welcomes, replies and presence.
 BUSY_TURN = 0.001
 
 # Seconds that a stop (SIGINT/SIGTERM) waits for pending output to reach the clients

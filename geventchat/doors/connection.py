@@ -18,7 +18,6 @@ import gevent
 from geventchat.chat.hub import Hub
 from geventchat.core.config import Settings
 from geventchat.doors.codec import LINE_CODEC
-from geventchat.doors.pacer import LoopPacer
 from geventchat.doors.reader import Reader
 from geventchat.doors.session import Session, describe_peer
 
@@ -60,9 +59,7 @@ def line_connection(
     spawn: Callable[..., gevent.Greenlet] = gevent.spawn,
     on_closed: Callable[[Reader], None] | None = None,
     acts_in_loop: bool = False,
-    pacer: LoopPacer | None = None,
 ) -> Reader:
     """A line client on ``sock``: its session and its reader (``serve()`` it in a greenlet);
-    ``acts_in_loop``: see ``Reader``; ``pacer``: see ``Session``."""
-    session = Session(sock, address, hub, settings, LINE_CODEC, pacer)
-    return Reader(session, spawn=spawn, on_closed=on_closed, acts_in_loop=acts_in_loop)
+    ``acts_in_loop``: see ``Reader``."""
+    return Reader(Session(sock, address, hub, settings, LINE_CODEC), spawn=spawn, on_closed=on_closed, acts_in_loop=acts_in_loop)

@@ -1000,7 +1000,7 @@ class IrcServer:
         if admitted is None:
             return
         sock = admitted
-        session = IrcSession(sock, address, chat.hub, chat.settings, IRC_CODEC, chat.pacer)
+        session = IrcSession(sock, address, chat.hub, chat.settings, IRC_CODEC)
         connection = Reader(session, spawn=self._reader_spawn, on_closed=self._reader_closed, acts_in_loop=chat.acts_in_loop)
         chat.connections.add(connection)
         self.connections.add(connection)

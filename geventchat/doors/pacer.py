@@ -1,4 +1,4 @@
-"""The busy loop's pace: while output goes out in loop turns that follow each other closely,
+"""The busy loop's pace: while chat is relayed in loop turns that follow each other closely,
 each such turn lasts at least ``--turn-ms`` (1 ms).
 
 Every session flushes once per loop turn (``Session._flush``), so a client gets one ``send``
@@ -6,18 +6,20 @@ for everything that arrived for it in that turn. Under load, though, turns come 
 input does: with 10 busy clients the loop turned about 3,000 times a second, each turn
 finding two or three senders' chunks, and every client got a ``send`` (and its peer a
 wake-up) per turn: 3.6 sends per chunk relayed, each costing the server a system call and
-the Python around it. When a turn that sent output began less than one turn length after
-the previous such turn ended, the pacer waits, after the turn's flushes, for the rest of that turn
-length before the loop polls again; the next turn then finds every chunk that came
-meanwhile, and each client gets them in one ``send``. In the 10-client benchmark that is
-one send per chunk instead of 3.6, a third of the polls, and 1.35 times ncat's deliveries
-per server CPU-second where the loop turning freely gave 0.8 to 0.97.
+the Python around it. When a turn that relayed chat began less than one turn length after
+the previous such turn ended, the pacer waits, after the turn's flushes, for the rest of
+that turn length before the loop polls again; the next turn then finds every chunk that
+came meanwhile, and each client gets them in one ``send``. In the 10-client benchmark that
+is about one send per chunk instead of 3.6, a third of the polls, and 1.35 times ncat's
+deliveries per server CPU-second where the loop turning freely gave 0.8 to 0.97.
 
 A turn that follows a quiet time is never held: a line in a calm room goes out as soon as
 it arrives, and the wait comes after that turn's sends, so it delays only input that comes
-during it, by at most one turn length. The wait blocks the whole process (``time.sleep``),
-which is the point: nothing is ready that could not wait a millisecond, and the kernel
-keeps the input meanwhile.
+during it, by at most one turn length. Only chat paces the loop (the hub calls ``relayed``,
+``Hub.after_relay``): welcomes, command replies and presence go to one client or are
+batched already, so a connect storm turns freely. The wait blocks the whole process
+(``time.sleep``), which is the point: nothing is ready that could not wait a millisecond,
+and the kernel keeps the input meanwhile.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ _blocking_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
 
 
 class LoopPacer:
-    """Holds a busy loop's turns that sent output to at least ``turn`` seconds each."""
+    """Holds a busy loop's turns that relayed chat to at least ``turn`` seconds each."""
 
     __slots__ = ("turn", "_now", "_clock", "_sleep", "_run_callback", "_pending", "_last_end")
 
@@ -58,19 +60,24 @@ class LoopPacer:
         self._sleep = sleep
         self._run_callback = run_callback or loop.run_callback
         self._pending = False  # the wait of this turn is queued
-        self._last_end = float("-inf")  # when the last turn that sent output ended
+        self._last_end = float("-inf")  # when the last turn that relayed chat ended
 
-    def sent(self) -> None:
-        """A session sent output in this turn (its flush, a loop callback): after the
-        flushes queued so far, wait if the loop is busy."""
+    def relayed(self) -> None:
+        """Chat went to a room's members in this turn: wait after the turn's flushes if the
+        loop is busy."""
         if not self._pending:
             self._pending = True
-            self._run_callback(self._wait)
+            self._run_callback(self._queue_last)
+
+    def _queue_last(self) -> None:
+        # The loop's callbacks run after this turn's input was handled, so every flush of
+        # the turn is queued by now: the wait goes after all of them.
+        self._run_callback(self._wait)
 
     def _wait(self) -> None:
         self._pending = False
         start = self._now()
-        # Busy: this turn began soon after the last turn that sent output ended (a turn
+        # Busy: this turn began soon after the last turn that relayed chat ended (a turn
         # that follows a wait of ours begins right after it, and is busy too).
         if start - self._last_end < self.turn:
             rest = start + self.turn - self._clock()

@@ -44,7 +44,6 @@ from geventchat.core.config import Settings
 
 if TYPE_CHECKING:
     from geventchat.doors.codec import Codec
-    from geventchat.doors.pacer import LoopPacer
     from geventchat.doors.reader import Reader
 
 
@@ -101,12 +100,9 @@ class Session:
         "_encode",
         "_reframes",
         "_stats",
-        "_pacer",
     )
 
-    def __init__(
-        self, sock: socket.socket, address: tuple, hub: Hub, settings: Settings, codec: Codec, pacer: LoopPacer | None = None
-    ) -> None:
+    def __init__(self, sock: socket.socket, address: tuple, hub: Hub, settings: Settings, codec: Codec) -> None:
         self.sock = sock
         self.address = address
         self.peer = describe_peer(address)
@@ -140,7 +136,6 @@ class Session:
         # --max-sendq keeps measuring exactly the bytes waiting in the server.
         self._reframes = codec.reframes
         self._stats = hub.stats  # counters for the metrics page (metrics.Stats)
-        self._pacer = pacer  # told of each send from a flush (pacer.py)
 
     @property
     def plain(self) -> bool:
@@ -213,8 +208,6 @@ class Session:
             # The peer is gone (reset, broken pipe); its reader sees that and cleans up.
             self.close_now()
             return
-        if self._pacer is not None:
-            self._pacer.sent()
         self._pending -= sent
         self._stats.bytes_out += sent
         if sent == len(data):

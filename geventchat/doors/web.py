@@ -213,7 +213,7 @@ class WebServer:
             # handler returns) and holds the connection's place (connections, --max-per-ip)
             # until serve() returns, so a parked reader would end the connection after 2 s
             # of silence.
-            session = Session(sock, address, chat.hub, chat.settings, WebSocketCodec(upgrade.ws), chat.pacer)
+            session = Session(sock, address, chat.hub, chat.settings, WebSocketCodec(upgrade.ws))
             connection = Reader(session, parks=False)
             chat.connections.add(connection)
             try:

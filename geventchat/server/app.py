@@ -103,9 +103,10 @@ class ChatServer:
         # them, without waking a reader greenlet, where nothing the hub does for them waits:
         # a hub of this process alone (any history store only queues what it records).
         self.acts_in_loop = type(self.hub) is Hub
-        # --turn-ms: a busy loop's turns that send output last at least that long, so that
-        # each client gets one send per turn for many senders' lines (doors/pacer.py).
-        self.pacer = LoopPacer(self.settings.busy_turn) if self.settings.busy_turn > 0 else None
+        # --turn-ms: while chat is relayed busily, a loop turn lasts at least that long, so
+        # that each client gets one send per turn for many senders' lines (doors/pacer.py).
+        if self.settings.busy_turn > 0 and self.hub.after_relay is None:
+            self.hub.after_relay = LoopPacer(self.settings.busy_turn).relayed
         # What every line Reader is given, bound once: a bound method made per connection
         # would be 64 bytes of each one.
         self._reader_spawn = self._handlers.spawn
@@ -245,7 +246,6 @@ class ChatServer:
             spawn=self._reader_spawn,
             on_closed=self._reader_closed,
             acts_in_loop=self.acts_in_loop,
-            pacer=self.pacer,
         )
         self.connections.add(connection)
         try:
@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_turn_ms,
         default=limits.BUSY_TURN * 1000,
         metavar="MS",
-        help="while busy, a loop turn that sends output lasts at least this long, so that each client "
+        help="while chat is relayed busily, a loop turn lasts at least this long, so that each client "
         "gets one send for what many senders sent meanwhile; 0: turn as fast as input comes (default %(default)s)",
     )
     parser.add_argument(
