@@ -84,8 +84,8 @@ PRESENCE_BATCH_MAX = 400
 # Seconds that a loop turn which relays chat lasts at least while the server is busy (such
 # turns following each other closely; doors/pacer.py): each client then gets one send for
 # what all senders sent in that time. 10 busy clients (benchmark, window 32): 3.6 sends per
-# chunk relayed became about 1, and deliveries per server CPU-second rose 1.4x; the 100- and
-# 500-client shapes gained too. A calm room's lines are never held (a turn after a quiet
+# chunk relayed became about 1.5, and deliveries per server CPU-second rose 1.3x; the
+# 100-client shape gained 1.6x, the 500-client one was level. A calm room's lines are never held (a turn after a quiet
 # one is not), nor are welcomes, replies and presence.
 BUSY_TURN = 0.001
 
