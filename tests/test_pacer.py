@@ -67,6 +67,20 @@ def test_a_turn_longer_than_the_turn_length_is_not_held():
     assert clock.slept == []
 
 
+def test_the_turn_begins_when_its_first_chat_is_relayed():
+    # In a big room the flushes take a while, and the loop reads its clock again among
+    # them: the turn's start is what it was when the chat was relayed.
+    clock = Clock()
+    pacer = clock.pacer(0.001)
+    clock.turn(pacer, began=100.0, work=0.0002)
+    clock.turn_began = clock.time = 100.0003
+    pacer.relayed()
+    clock.turn_began = clock.time = 100.0009  # the flushes took 0.6 ms
+    while clock.callbacks:
+        clock.callbacks.pop(0)()
+    assert clock.slept == [0.0004]
+
+
 def test_one_wait_per_turn_after_everything_queued_in_the_turn():
     clock = Clock()
     pacer = clock.pacer()

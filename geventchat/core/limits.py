@@ -85,8 +85,8 @@ PRESENCE_BATCH_MAX = 400
 # turns following each other closely; doors/pacer.py): each client then gets one send for
 # what all senders sent in that time. 10 busy clients (benchmark, window 32): 3.6 sends per
 # chunk relayed became about 1.5, and deliveries per server CPU-second rose 1.3x; the
-# 100-client shape gained 1.6x, the 500-client one was level. A calm room's lines are never held (a turn after a quiet
-# one is not), nor are welcomes, replies and presence.
+# 100-client shape gained 1.6x, the 500-client one was level. A calm room's lines are never
+# held (a turn after a quiet one is not), nor are welcomes, replies and presence.
 BUSY_TURN = 0.001
 
 # Seconds that a stop (SIGINT/SIGTERM) waits for pending output to reach the clients

@@ -38,7 +38,7 @@ _blocking_sleep: Callable[[float], None] = monkey.get_original("time", "sleep")
 class LoopPacer:
     """Holds a busy loop's turns that relayed chat to at least ``turn`` seconds each."""
 
-    __slots__ = ("turn", "_now", "_clock", "_sleep", "_run_callback", "_pending", "_last_end")
+    __slots__ = ("turn", "_now", "_clock", "_sleep", "_run_callback", "_pending", "_turn_start", "_last_end")
 
     def __init__(
         self,
@@ -53,13 +53,14 @@ class LoopPacer:
             raise ValueError("a turn must last more than 0 seconds")
         loop = gevent.get_hub().loop
         self.turn = turn
-        # When this loop turn began: the loop reads the (wall) clock once per turn, after
-        # polling. ``clock`` is the same clock read now.
+        # When this loop turn began: the loop reads the (wall) clock after polling (and,
+        # among many callbacks, again every 50). ``clock`` is the same clock read now.
         self._now = now or loop.now
         self._clock = clock
         self._sleep = sleep
         self._run_callback = run_callback or loop.run_callback
         self._pending = False  # the wait of this turn is queued
+        self._turn_start = 0.0  # the loop's time at this turn's first relay
         self._last_end = float("-inf")  # when the last turn that relayed chat ended
 
     def relayed(self) -> None:
@@ -67,6 +68,9 @@ class LoopPacer:
         loop is busy."""
         if not self._pending:
             self._pending = True
+            # Read now, while the turn's input is handled: the loop's time may move on
+            # during the flushes of a big room.
+            self._turn_start = self._now()
             self._run_callback(self._queue_last)
 
     def _queue_last(self) -> None:
@@ -76,7 +80,7 @@ class LoopPacer:
 
     def _wait(self) -> None:
         self._pending = False
-        start = self._now()
+        start = self._turn_start
         # Busy: this turn began soon after the last turn that relayed chat ended (a turn
         # that follows a wait of ours begins right after it, and is busy too).
         if start - self._last_end < self.turn:
