@@ -10,8 +10,8 @@ the Python around it. When a turn that relayed chat began less than one turn len
 the previous such turn ended, the pacer waits, after the turn's flushes, for the rest of
 that turn length before the loop polls again; the next turn then finds every chunk that
 came meanwhile, and each client gets them in one ``send``. In the 10-client benchmark that
-is about 1.5 sends per chunk instead of 3.6, a third of the polls, and 1.2 times ncat's
-deliveries per server CPU-second where the loop turning freely gave 0.75 to 0.97.
+is about 1.5 sends per chunk instead of 3.6, a third of the polls, and 1.1 to 1.2 times
+ncat's deliveries per server CPU-second where the loop turning freely gave 0.75 to 0.97.
 
 A turn that follows a quiet time is never held: a line in a calm room goes out as soon as
 it arrives, and the wait comes after that turn's sends, so it delays only input that comes
